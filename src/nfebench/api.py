@@ -1,0 +1,39 @@
+"""The public Python API: nfebench.sample (and nfebench.nll once the NLL estimators land)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .samplers import CountedEps, SamplerError, get_sampler
+from .samplers.common import as_noise
+from .schedule import VPSchedule
+
+
+def check_nfe(nfe, min_nfe: int, sampler: str) -> int:
+    if isinstance(nfe, bool) or not isinstance(nfe, int):
+        raise SamplerError(f"nfe must be a positive integer, got {nfe!r}")
+    if nfe < min_nfe:
+        raise SamplerError(f"nfe={nfe} is below the minimum of sampler {sampler!r}: {min_nfe}")
+    return nfe
+
+
+def sample(eps_fn: Callable, betas, x_T: torch.Tensor, sampler: str = "dpm", nfe: int = 10, generator=None,
+           return_nfe: bool = False, **options):
+    """Solve from x_T to x_0 with `sampler`, calling eps_fn at most `nfe` times.
+
+    eps_fn(x, t): noise prediction; t is the model's own timestep, a float tensor of shape [B] in [0, T-1]; between
+    integers the schedule is linear interpolation of log(alpha_bar). betas: the 1-D training schedule (length T).
+    generator: None, a torch.Generator, or a nfebench.samplers.PerSampleNoise (batch-size-independent noise).
+    options: the sampler's own options (see nfebench.samplers.SAMPLERS[name].options); unknown ones are errors.
+    Returns x_0 (and the number of evaluations spent if return_nfe=True).
+    """
+    spec = get_sampler(sampler)
+    opts = spec.check_options(options)
+    check_nfe(nfe, spec.min_nfe, sampler)
+    sched = betas if isinstance(betas, VPSchedule) else VPSchedule(betas)
+    eps = CountedEps(eps_fn, budget=nfe)
+    with torch.no_grad():
+        x0 = spec.fn(eps, sched, x_T, nfe, as_noise(generator), **opts)
+    return (x0, eps.calls) if return_nfe else x0

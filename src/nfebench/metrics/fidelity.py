@@ -1,0 +1,119 @@
+"""FID / IS / KID through torch-fidelity's calculate_metrics, with nfebench's feature extractors registered.
+
+Feature extractors (the name is recorded in every leaderboard row, so a digits FID is never taken for an
+Inception FID):
+  digits-cnn             nfebench's digits classifier (checkpoints/digits-cnn): 64-d penultimate features for FID
+                         and KID, 10 logits for IS.
+  inception-v3-compat    torch-fidelity's standard Inception (2048-d pool3 for FID/KID, logits_unbiased for IS).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+import torch_fidelity
+from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+from .digits_cnn import DigitsCNN
+
+# result keys, as torch-fidelity names them
+FID, IS_MEAN, IS_STD = torch_fidelity.KEY_METRIC_FID, torch_fidelity.KEY_METRIC_ISC_MEAN, torch_fidelity.KEY_METRIC_ISC_STD
+KID_MEAN, KID_STD = torch_fidelity.KEY_METRIC_KID_MEAN, torch_fidelity.KEY_METRIC_KID_STD
+
+DEFAULT_CACHE = Path.home() / ".cache" / "nfebench" / "fidelity"
+
+
+class MetricsError(ValueError):
+    """Metrics that cannot be computed as configured: the message names the bad value or missing file."""
+
+
+class DigitsCNNExtractor(FeatureExtractorBase):
+    """torch-fidelity wrapper of DigitsCNN: features 'penultimate' (FID, KID) and 'logits_unbiased' (IS)."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__(name, features_list)
+        if feature_extractor_weights_path is None:
+            raise MetricsError("digits-cnn needs metrics.feature_extractor_weights_path")
+        self.net = DigitsCNN()
+        self.net.load_state_dict(torch.load(feature_extractor_weights_path, map_location="cpu", weights_only=True))
+        self.net.eval()
+
+    @staticmethod
+    def get_provided_features_list():
+        return ("penultimate", "logits_unbiased")
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"isc": "logits_unbiased", "fid": "penultimate", "kid": "penultimate"}[metric]
+
+    @staticmethod
+    def can_be_compiled():
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile():
+        return torch.zeros(1, 1, 8, 8, dtype=torch.uint8)
+
+    def forward(self, x):
+        f = self.net.features(x)
+        out = {"penultimate": f, "logits_unbiased": self.net.head(f)}
+        return tuple(out[k] for k in self.features_list)
+
+
+if "digits-cnn" not in FEATURE_EXTRACTORS_REGISTRY:
+    torch_fidelity.register_feature_extractor("digits-cnn", DigitsCNNExtractor)
+
+FEATURE_LAYERS = {
+    "digits-cnn": dict(fid="penultimate", kid="penultimate", isc="logits_unbiased"),
+    "inception-v3-compat": dict(fid="2048", kid="2048", isc="logits_unbiased"),
+}
+
+
+class TensorDataset(torch.utils.data.Dataset):
+    """uint8 images [N, C, H, W] as torch-fidelity wants them: one uint8 CHW tensor per item."""
+
+    def __init__(self, images: torch.Tensor):
+        if images.dtype != torch.uint8 or images.dim() != 4:
+            raise TypeError(f"expected uint8 images [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
+        self.images = images
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    def __getitem__(self, i):
+        return self.images[i]
+
+
+def _file_digest(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def compute_fidelity(samples: torch.Tensor, reference: torch.Tensor, reference_name: str, feature_extractor: str,
+                     weights_path: str | None = None, fid=True, isc=True, kid=True, batch_size: int = 500,
+                     device="cpu", cache_dir: str | Path | None = None, verbose=True) -> dict:
+    """FID/IS/KID of uint8 `samples` against uint8 `reference` with torch-fidelity.
+
+    The reference features are cached under cache_dir, keyed by reference_name, extractor and weights digest.
+    KID's subset size adapts to small sample counts: min(1000, len(samples), len(reference)).
+    """
+    if feature_extractor not in FEATURE_LAYERS:
+        raise MetricsError(f"unknown feature extractor {feature_extractor!r}; allowed: {', '.join(FEATURE_LAYERS)}")
+    if weights_path is not None and not Path(weights_path).is_file():
+        raise MetricsError(f"feature-extractor weights {str(weights_path)!r} not found")
+    layers = FEATURE_LAYERS[feature_extractor]
+    tag = _file_digest(weights_path) if weights_path else "default"
+    n = min(samples.shape[0], reference.shape[0])
+    out = torch_fidelity.calculate_metrics(
+        input1=TensorDataset(samples), input2=TensorDataset(reference), cuda=str(device).startswith("cuda"),
+        fid=fid, isc=isc, kid=kid, feature_extractor=feature_extractor,
+        feature_layer_fid=layers["fid"], feature_layer_kid=layers["kid"], feature_layer_isc=layers["isc"],
+        feature_extractor_weights_path=weights_path, kid_subset_size=min(1000, n), isc_splits=10,
+        batch_size=batch_size, save_cpu_ram=True, verbose=verbose,
+        cache=True, cache_root=str(cache_dir or DEFAULT_CACHE), input1_cache_name=None,
+        input2_cache_name=f"{reference_name}-{feature_extractor}-{tag}",
+    )
+    # input1 must never be cached: torch-fidelity caches only named inputs, and input1 has no name.
+    return {k: float(v) for k, v in out.items()}

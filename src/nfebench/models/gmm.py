@@ -1,0 +1,107 @@
+"""The exact-score oracle: a Gaussian mixture fitted to a dataset's train split, diffused by the VP process.
+
+Under x_t = a x_0 + s eps, a component N(mu, C) becomes N(a mu, a^2 C + s^2 I), so the noisy density, its score
+and eps = -s * score are closed-form. With C = U diag(d) U^T the covariance of component k at time t is
+U diag(a^2 d + s^2) U^T, so everything costs one rotation per component and no matrix inverse at run time.
+Samplers run on it with no model error in the way, its exact samples give a reference for sample statistics, and
+its exact density checks the likelihood estimators.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from ..schedule import VPSchedule, linear_betas
+from .base import EpsModel
+
+
+class GaussianMixtureVP:
+    """p_0 = sum_k w_k N(mu_k, U_k diag(d_k) U_k^T) in model range ([-1, 1] pixels, flattened to D dims)."""
+
+    def __init__(self, weights, means, covariances, betas, shape):
+        self.w = torch.as_tensor(weights, dtype=torch.float64)
+        self.mu = torch.as_tensor(means, dtype=torch.float64)  # [K, D]
+        d, u = torch.linalg.eigh(torch.as_tensor(covariances, dtype=torch.float64))
+        self.d, self.u = d.clamp_min(1e-12), u  # [K, D], [K, D, D]
+        self.sched = VPSchedule(betas)
+        self.shape = tuple(shape)
+        self.D = self.mu.shape[1]
+
+    def _a_s(self, t: torch.Tensor):
+        """Per-sample (alpha, sigma) at model timesteps t [B] (t = -1: clean data)."""
+        tn = t.detach().double().cpu().numpy()
+        clean = tn < 0
+        tc = np.where(clean, 0.0, tn)
+        a = np.where(clean, 1.0, self.sched.alpha(tc))
+        s = np.where(clean, 0.0, self.sched.sigma(tc))
+        return torch.from_numpy(a), torch.from_numpy(s)
+
+    def _component_terms(self, x: torch.Tensor, t: torch.Tensor):
+        """log of w_k N(x; a mu_k, a^2 C_k + s^2 I) [B, K] and the whitened residuals z = U^T (x - a mu) / var."""
+        a, s = self._a_s(t)
+        xf = x.reshape(x.shape[0], -1).double().cpu()
+        var = a[:, None, None] ** 2 * self.d[None] + s[:, None, None] ** 2  # [B, K, D]
+        r = xf[:, None, :] - a[:, None, None] * self.mu[None]  # [B, K, D]
+        rot = torch.einsum("bkd,kde->bke", r, self.u)  # U^T r
+        logp = (torch.log(self.w)[None] - 0.5 * (rot**2 / var).sum(-1) - 0.5 * torch.log(var).sum(-1)
+                - 0.5 * self.D * math.log(2 * math.pi))
+        return logp, rot / var
+
+    def log_prob(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Exact log p_t(x) in nats, per sample [B] (t = -1: the clean mixture)."""
+        logp, _ = self._component_terms(x, t)
+        return torch.logsumexp(logp, dim=1)
+
+    def score(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        logp, z = self._component_terms(x, t)
+        gamma = torch.softmax(logp, dim=1)  # responsibilities [B, K]
+        grad = -torch.einsum("bk,kde,bke->bd", gamma, self.u, z)  # -sum_k gamma_k Sigma_k^-1 (x - a mu_k)
+        return grad.reshape(x.shape)
+
+    def eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        _, s = self._a_s(t)
+        return (-s.view(-1, *[1] * (x.dim() - 1)) * self.score(x, t)).to(dtype=x.dtype, device=x.device)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """n exact samples of p_0, float64 [n, *shape]."""
+        k = torch.multinomial(self.w, n, replacement=True, generator=generator)
+        z = torch.randn(n, self.D, generator=generator, dtype=torch.float64)
+        x = self.mu[k] + torch.einsum("nde,ne->nd", self.u[k], self.d[k].sqrt() * z)
+        return x.reshape(n, *self.shape)
+
+    def mean_cov(self):
+        """Exact mean [D] and covariance [D, D] of p_0."""
+        m = (self.w[:, None] * self.mu).sum(0)
+        cov = torch.einsum("k,kde,ke,kfe->df", self.w, self.u, self.d, self.u)
+        dm = self.mu - m
+        return m, cov + torch.einsum("k,kd,ke->de", self.w, dm, dm)
+
+
+@lru_cache(maxsize=None)
+def fit_gmm(dataset: str = "digits", n_components: int = 20, reg_covar: float = 1e-4, seed: int = 0):
+    """Fit a full-covariance mixture to the dataset's train split in model range (deterministic given seed)."""
+    from sklearn.mixture import GaussianMixture
+
+    from ..data import load_split
+    from ..images import to_model_range
+
+    x = to_model_range(load_split(dataset, "train"))
+    shape = tuple(x.shape[1:])
+    g = GaussianMixture(n_components, covariance_type="full", reg_covar=reg_covar, random_state=seed, max_iter=200)
+    g.fit(x.reshape(x.shape[0], -1).double().numpy())
+    return g.weights_, g.means_, g.covariances_, shape
+
+
+def load_gmm(device="cpu", dataset: str = "digits", n_components: int = 20, reg_covar: float = 1e-4, seed: int = 0,
+             betas=None, name: str | None = None, dtype: str = "float64") -> EpsModel:
+    w, m, c, shape = fit_gmm(dataset, n_components, reg_covar, seed)
+    betas = linear_betas() if betas is None else np.asarray(betas, dtype=np.float64)
+    gmm = GaussianMixtureVP(w, m, c, betas, shape)
+    model = EpsModel(name=name or f"gmm_{dataset}", fn=gmm.eps, betas=betas, sample_shape=shape,
+                     dtype={"float32": torch.float32, "float64": torch.float64}[dtype], device=torch.device(device))
+    model.gmm = gmm  # exact sampling and density for tests and NLL checks
+    return model

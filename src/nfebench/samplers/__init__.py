@@ -1,0 +1,11 @@
+"""Samplers: one module per family, each registering its functions with @register (see registry.py).
+
+Adding a sampler is one file: write the function, decorate it, import the module here.
+"""
+
+from . import ddpm, dpm_solver  # noqa: F401  (modules register their samplers on import)
+from .common import CLEAN, BudgetExceeded, CountedEps, Noise, PerSampleNoise
+from .registry import SAMPLERS, SamplerError, SamplerSpec, get_sampler, register
+
+__all__ = ["SAMPLERS", "SamplerError", "SamplerSpec", "get_sampler", "register", "CountedEps", "Noise",
+           "PerSampleNoise", "BudgetExceeded", "CLEAN"]

@@ -1,0 +1,116 @@
+"""What every sampler shares: the counted eps-model, noise sources, and timestep grids."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..schedule import SPACINGS, VPSchedule
+from .registry import SamplerError
+
+CLEAN = -1.0  # timestep of clean data: alpha_bar(-1) = 1, sigma = 0 (the DDPM/DDIM chain's final x_0)
+
+
+class BudgetExceeded(RuntimeError):
+    pass
+
+
+class CountedEps:
+    """Wraps eps_fn(x, t[B]) as eps(x, tau: float), counting calls and refusing to exceed the budget.
+
+    One call evaluates the whole batch at one timestep, so `calls` is the NFE spent per sample.
+    """
+
+    def __init__(self, eps_fn: Callable, budget: int | None = None):
+        self.eps_fn, self.budget, self.calls = eps_fn, budget, 0
+
+    def __call__(self, x: torch.Tensor, tau: float) -> torch.Tensor:
+        if self.budget is not None and self.calls >= self.budget:
+            raise BudgetExceeded(f"sampler tried to spend more than its budget of {self.budget} evaluations")
+        self.calls += 1
+        t = torch.full((x.shape[0],), float(tau), dtype=x.dtype, device=x.device)
+        out = self.eps_fn(x, t)
+        if not torch.isfinite(out).all():
+            raise FloatingPointError(f"the model returned NaN/Inf at evaluation {self.calls} (timestep {tau:.4g})")
+        return out
+
+
+class Noise:
+    """A source of standard normal noise. Samplers draw only the noise they use (no draws in deterministic steps)."""
+
+    def __init__(self, generator: torch.Generator | None = None):
+        self.generator = generator
+
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        if self.generator is None:
+            return torch.randn_like(x)
+        return torch.randn(x.shape, generator=self.generator, device=self.generator.device,
+                           dtype=x.dtype).to(x.device)
+
+
+class PerSampleNoise(Noise):
+    """One generator per sample (seeded by its global index), so samples do not depend on the batch they ran in.
+
+    The idea of EDM's generate.py (Karras et al. 2022): sample i's noise is a function of seed i alone.
+    """
+
+    def __init__(self, seeds: Sequence[int], device="cpu"):
+        super().__init__(None)
+        self.generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+        self.device = device
+
+    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] != len(self.generators):
+            raise ValueError(f"batch of {x.shape[0]} but {len(self.generators)} per-sample seeds")
+        return self.randn(x.shape[1:], dtype=x.dtype).to(x.device)
+
+    def randn(self, shape, dtype=torch.float32) -> torch.Tensor:
+        return torch.stack([torch.randn(tuple(shape), generator=g, dtype=dtype) for g in self.generators])
+
+
+def as_noise(generator) -> Noise:
+    if generator is None or isinstance(generator, torch.Generator):
+        return Noise(generator)
+    if isinstance(generator, Noise):
+        return generator
+    raise TypeError(f"generator must be None, a torch.Generator or a nfebench Noise, got {type(generator).__name__}")
+
+
+def check_spacing(spacing: str) -> str:
+    if spacing not in SPACINGS:
+        raise SamplerError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
+    return spacing
+
+
+def explicit_grid(sched: VPSchedule, timesteps, allow_clean: bool) -> np.ndarray:
+    """Validate a user-given grid: strictly decreasing, within [0, T-1] (or ending at CLEAN where allowed)."""
+    ts = np.asarray(list(timesteps), dtype=np.float64)
+    lo = CLEAN if allow_clean else 0.0
+    if ts.ndim != 1 or ts.size < 2 or np.any(np.diff(ts) >= 0) or ts[0] > sched.t_max or ts[-1] < lo:
+        raise SamplerError(f"timesteps must be a strictly decreasing list of >= 2 values in [{lo:g}, {sched.t_max:g}]")
+    if allow_clean and np.any(ts[:-1] < 0):
+        raise SamplerError("only the last timestep may be -1 (clean data)")
+    return ts
+
+
+def chain_grid(sched: VPSchedule, num_evals: int, spacing: str) -> np.ndarray:
+    """The DDPM/DDIM chain: num_evals integer timesteps from T-1 down to 0, then CLEAN (Ho et al. 2020 Alg. 2;
+    Song et al. 2021 Sec. 4.2). The model is evaluated at every point but the last."""
+    check_spacing(spacing)
+    if num_evals == 1:
+        taus = np.array([sched.t_max])
+    else:
+        taus = np.rint(sched.timesteps(num_evals - 1, spacing))
+    if np.any(np.diff(taus) >= 0):
+        raise SamplerError(f"spacing {spacing!r} gives repeated integer timesteps at {num_evals} steps; "
+                           f"use fewer steps or another spacing")
+    return np.append(taus, CLEAN)
+
+
+def alpha_sigma(sched: VPSchedule, tau: float) -> tuple[float, float]:
+    """(alpha, sigma) at tau as Python floats; tau = CLEAN gives (1, 0)."""
+    if tau == CLEAN:
+        return 1.0, 0.0
+    return float(sched.alpha(tau)), float(sched.sigma(tau))

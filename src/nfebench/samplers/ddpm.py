@@ -1,0 +1,72 @@
+"""Ancestral DDPM (Ho et al. 2020) and DDIM (Song, Meng, Ermon 2021) on a respaced chain of integer timesteps.
+
+Both evaluate the model at K = nfe timesteps tau_K > ... > tau_1 = 0 and finish at clean data (alpha_bar = 1),
+where the last update returns the model's x_0 prediction: K evaluations, exactly the budget.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .common import CLEAN, alpha_sigma, chain_grid, explicit_grid
+from .registry import SamplerError, register
+
+
+def _grid(eps, sched, nfe, spacing, timesteps):
+    return chain_grid(sched, nfe, spacing) if timesteps is None else explicit_grid(sched, timesteps, allow_clean=True)
+
+
+def _x0(x, e, a, s, clip):
+    x0 = (x - s * e) / a
+    return x0.clamp(-1, 1) if clip else x0
+
+
+@register("ddpm", stochastic=True)
+def ddpm(eps, sched, x, nfe, noise, *, variance="small", spacing="uniform", clip=False, timesteps=None):
+    """Ancestral sampling (Ho et al. 2020, Alg. 2) on a respaced chain (Nichol & Dhariwal 2021, Sec. 4).
+
+    variance: "small" = posterior beta-tilde, "large" = beta (both from Ho et al. 2020, Sec. 3.2), of the
+    respaced step beta = 1 - alpha_bar_t / alpha_bar_s. clip: clamp x_0-hat to [-1, 1] (the DDPM code does).
+    """
+    if variance not in ("small", "large"):
+        raise SamplerError(f"unknown variance {variance!r} for ddpm; allowed: small, large")
+    ts = _grid(eps, sched, nfe, spacing, timesteps)
+    for s, t in zip(ts[:-1], ts[1:]):
+        a_s, s_s = alpha_sigma(sched, s)
+        a_t, s_t = alpha_sigma(sched, t)
+        x0 = _x0(x, eps(x, s), a_s, s_s, clip)
+        beta = 1.0 - (a_s / a_t) ** 2  # respaced beta of this step
+        # posterior q(x_t | x_s, x_0) mean (Ho et al. 2020, Eq. 7)
+        mean = (a_t * beta / s_s**2) * x0 + (math.sqrt(1.0 - beta) * s_t**2 / s_s**2) * x
+        if t == CLEAN:
+            x = mean  # last step: no noise
+        else:
+            var = beta * s_t**2 / s_s**2 if variance == "small" else beta
+            x = mean + math.sqrt(var) * noise.randn_like(x)
+    return x
+
+
+@register("ddim", stochastic=True)
+def ddim(eps, sched, x, nfe, noise, *, eta=0.0, spacing="uniform", clip=False, timesteps=None):
+    """DDIM (Song, Meng, Ermon 2021, Eq. 12): eta=0 is deterministic, eta=1 is the DDPM posterior variance.
+
+    spacing: the paper uses "uniform" (linear tau; CelebA) and "quadratic" (CIFAR-10), App. D.2.
+    """
+    if not eta >= 0:
+        raise SamplerError(f"eta must be >= 0, got {eta}")
+    ts = _grid(eps, sched, nfe, spacing, timesteps)
+    for s, t in zip(ts[:-1], ts[1:]):
+        a_s, s_s = alpha_sigma(sched, s)
+        a_t, s_t = alpha_sigma(sched, t)
+        e = eps(x, s)
+        x0 = _x0(x, e, a_s, s_s, clip)
+        if clip:
+            e = (x - a_s * x0) / s_s  # keep eps consistent with the clipped x_0 (as the DDIM code does)
+        # sigma_eta of Eq. 16: eta * sqrt(posterior variance)
+        sig = eta * (s_t / s_s) * math.sqrt(max(0.0, 1.0 - (a_s / a_t) ** 2)) if eta > 0 else 0.0
+        x = a_t * x0 + math.sqrt(max(0.0, s_t**2 - sig**2)) * e
+        if sig > 0:
+            x = x + sig * noise.randn_like(x)
+    return x

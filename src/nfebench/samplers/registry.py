@@ -1,0 +1,64 @@
+"""The sampler registry: one decorator per sampler, duplicate names and unknown options rejected.
+
+A sampler is a plain function
+
+    fn(eps, sched, x, nfe, noise, *, option=default, ...) -> x_0
+
+where `eps(x, tau)` is the counted model (tau a Python float, the model's own timestep), `sched` a VPSchedule,
+`x` the initial noise x_T, `nfe` the budget and `noise` a Noise source (see common.py). Its keyword-only parameters
+are its options: their names and defaults are read from the signature, so a misspelt option is an error.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+class SamplerError(ValueError):
+    """A bad sampler name, option or budget: the message names the bad value and what is allowed."""
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    name: str
+    fn: Callable
+    min_nfe: int
+    stochastic: bool
+    options: dict = field(default_factory=dict)  # option name -> default
+    summary: str = ""
+
+    def check_options(self, options: dict) -> dict:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            allowed = ", ".join(sorted(self.options)) or "none"
+            raise SamplerError(f"unknown option {unknown[0]!r} for sampler {self.name!r}; allowed: {allowed}")
+        return {**self.options, **options}
+
+
+SAMPLERS: dict[str, SamplerSpec] = {}
+
+
+def register(name: str, *, min_nfe: int = 1, stochastic: bool = False):
+    """Register `fn` under `name`. Its keyword-only parameters (with defaults) are its options."""
+
+    def deco(fn):
+        if name in SAMPLERS:
+            raise ValueError(f"sampler {name!r} registered twice ({SAMPLERS[name].fn.__module__} and {fn.__module__})")
+        params = inspect.signature(fn).parameters.values()
+        options = {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        missing = [k for k, v in options.items() if v is inspect.Parameter.empty]
+        if missing:
+            raise ValueError(f"sampler {name!r}: option {missing[0]!r} needs a default")
+        summary = (inspect.getdoc(fn) or "").split("\n")[0]
+        SAMPLERS[name] = SamplerSpec(name, fn, min_nfe, stochastic, options, summary)
+        return fn
+
+    return deco
+
+
+def get_sampler(name: str) -> SamplerSpec:
+    if name not in SAMPLERS:
+        raise SamplerError(f"unknown sampler {name!r}; allowed: {', '.join(sorted(SAMPLERS))}")
+    return SAMPLERS[name]

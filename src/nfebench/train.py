@@ -1,0 +1,163 @@
+"""Train the small embedded models shipped in checkpoints/.
+
+    python -m nfebench.train ddpm        --steps 30000 --out checkpoints/digits-ddpm
+    python -m nfebench.train classifier  --steps 3000  --out checkpoints/digits-cnn
+
+`ddpm`: an eps-prediction DDPM (Ho et al. 2020, L_simple) with linear betas 1e-4..0.02, T=1000, as a diffusers
+UNet2DModel, on the digits train split; EMA weights are saved with save_pretrained (+ scheduler_config.json).
+`classifier`: the digits CNN whose penultimate features are nfebench's digits FID/KID features and whose logits are its
+IS logits (see nfebench.metrics.digits_cnn); reports held-out accuracy on the test split.
+Both write a model card (README.md) beside the weights: command, steps, final loss, wall time, evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import load_split
+from .images import to_model_range
+from .schedule import linear_betas
+
+
+def digits_unet_config() -> dict:
+    """The embedded model's architecture: ~1.05 M parameters (4 MB), 8x8 -> 4x4 -> 2x2, no attention.
+
+    Chosen for CPU speed: attention layers cost 2x per step on 2 cores and bought nothing visible on 8x8 digits.
+    """
+    return dict(
+        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
+        block_out_channels=(32, 64, 64),
+        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8, add_attention=False,
+    )
+
+
+def ddpm_loss(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, generator=None) -> torch.Tensor:
+    """L_simple (Ho et al. 2020, Eq. 14): || eps - eps_theta(sqrt(ab) x0 + sqrt(1-ab) eps, n) ||^2, n ~ U{0..T-1}."""
+    n = torch.randint(0, alphas_cumprod.numel(), (x0.shape[0],), generator=generator)
+    eps = torch.randn(x0.shape, generator=generator)
+    ab = alphas_cumprod[n].view(-1, 1, 1, 1)
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    return F.mse_loss(model(x_t, n).sample, eps)
+
+
+def train_ddpm(steps: int, batch_size: int, lr: float, ema_decay: float, seed: int, out: Path, log_every: int = 500):
+    from diffusers import DDPMScheduler, UNet2DModel
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    data = to_model_range(load_split("digits", "train"))
+    betas = linear_betas(1000, 1e-4, 0.02)
+    alphas_cumprod = torch.tensor(np.cumprod(1 - betas), dtype=torch.float32)
+    model = UNet2DModel(**digits_unet_config())
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 500))  # warm-up
+    losses, t0 = [], time.time()
+    bar = tqdm(range(steps), desc="train ddpm", mininterval=2)
+    for step in bar:
+        idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
+        loss = ddpm_loss(model, data[idx], alphas_cumprod, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            d = min(ema_decay, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - d)
+        losses.append(loss.item())
+        if (step + 1) % log_every == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.4f}")
+    wall = time.time() - t0
+    out.mkdir(parents=True, exist_ok=True)
+    ema.save_pretrained(out)
+    DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+                  prediction_type="epsilon").save_pretrained(out)
+    # held-out L_simple of the EMA model on the test split (fixed noise), as a sanity number for the card
+    test = to_model_range(load_split("digits", "test"))
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(1234)
+        test_loss = float(np.mean([ddpm_loss(ema, test, alphas_cumprod, g).item() for _ in range(20)]))
+    n_params = sum(p.numel() for p in ema.parameters())
+    stats = dict(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed,
+                 final_train_loss=float(np.mean(losses[-1000:])), test_loss_ema=test_loss,
+                 wall_seconds=round(wall, 1), parameters=n_params, torch=torch.__version__)
+    (out / "training_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    return stats
+
+
+def train_classifier(steps: int, batch_size: int, lr: float, seed: int, out: Path):
+    from tqdm import tqdm
+
+    from .metrics.digits_cnn import DigitsCNN
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    x, y = load_split("digits", "train", with_labels=True)
+    xt, yt = load_split("digits", "test", with_labels=True)
+    net = DigitsCNN()
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    t0, losses = time.time(), []
+    for _ in tqdm(range(steps), desc="train classifier", mininterval=2):
+        idx = torch.randint(0, x.shape[0], (batch_size,), generator=gen)
+        xb = x[idx]
+        # augmentation: random 1-pixel shifts, so features are robust to the small misplacements samples show
+        sh = torch.randint(-1, 2, (2,), generator=gen).tolist()
+        xb = torch.roll(xb, shifts=sh, dims=(2, 3))
+        loss = F.cross_entropy(net.logits(xb), y[idx], label_smoothing=0.05)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    net.eval()
+    with torch.no_grad():
+        acc = (net.logits(xt).argmax(1) == yt).float().mean().item()
+        train_acc = (net.logits(x).argmax(1) == y).float().mean().item()
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(net.state_dict(), out / "digits_cnn.pt")
+    stats = dict(steps=steps, batch_size=batch_size, lr=lr, seed=seed, final_train_loss=float(np.mean(losses[-200:])),
+                 test_accuracy=round(acc, 4), train_accuracy=round(train_acc, 4), wall_seconds=round(time.time() - t0, 1),
+                 parameters=sum(p.numel() for p in net.parameters()), torch=torch.__version__)
+    (out / "training_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    return stats
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m nfebench.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("what", choices=["ddpm", "classifier"])
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--out", type=Path, required=True)
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.what == "ddpm":
+        stats = train_ddpm(a.steps or 30000, a.batch_size, a.lr or 1e-3, a.ema_decay, a.seed, a.out)
+    else:
+        stats = train_classifier(a.steps or 3000, a.batch_size, a.lr or 2e-3, a.seed, a.out)
+    stats["command"] = "python -m nfebench.train " + " ".join(sys.argv[1:] if argv is None else argv)
+    (a.out / "training_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    print(json.dumps(stats, indent=2))
+
+
+if __name__ == "__main__":
+    main()
