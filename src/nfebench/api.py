@@ -19,6 +19,15 @@ def check_nfe(nfe, min_nfe: int, sampler: str) -> int:
     return nfe
 
 
+def dry_run(sampler: str, nfe: int, betas, **options) -> int:
+    """Run the sampler on a zero model and one 1-pixel sample: validates its options and budget in milliseconds,
+    before a real model is touched. Returns the evaluations the sampler will spend per sample."""
+    zeros = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    _, used = sample(zeros, betas, torch.zeros(1, 1, 1, 1, dtype=torch.float64), sampler, nfe,
+                     generator=torch.Generator().manual_seed(0), return_nfe=True, **options)
+    return used
+
+
 def sample(eps_fn: Callable, betas, x_T: torch.Tensor, sampler: str = "dpm", nfe: int = 10, generator=None,
            return_nfe: bool = False, **options):
     """Solve from x_T to x_0 with `sampler`, calling eps_fn at most `nfe` times.

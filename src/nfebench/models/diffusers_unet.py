@@ -52,9 +52,15 @@ def _resolve(path: str) -> tuple[Path, str | None]:
 
 def load_diffusers(path: str, device="cpu", name: str | None = None, dtype: str = "float32", **_unused) -> EpsModel:
     from diffusers import UNet2DModel
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()
 
     if _unused:
         raise ModelError(f"unknown model option {sorted(_unused)[0]!r}; allowed: path, name, dtype")
+    if dtype not in ("float32", "float64"):
+        raise ModelError(f"unknown model dtype {dtype!r}; allowed: float32, float64")
+    torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
     root, sub = _resolve(path)
     cfg_dir = root / sub if sub else root
     if not (cfg_dir / "config.json").exists():
@@ -62,15 +68,14 @@ def load_diffusers(path: str, device="cpu", name: str | None = None, dtype: str 
     if not any(cfg_dir.glob("diffusion_pytorch_model.*")):
         raise ModelError(f"no weights (diffusion_pytorch_model.safetensors or .bin) in {str(cfg_dir)!r}")
     try:
-        unet = UNet2DModel.from_pretrained(root, subfolder=sub)
+        unet = UNet2DModel.from_pretrained(root, subfolder=sub, low_cpu_mem_usage=False, torch_dtype=torch_dtype)
     except Exception as e:  # corrupted or mismatched weights
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise ModelError(f"cannot load the UNet in {str(cfg_dir)!r}: {msg}") from None
     sched_file = next((f for f in (root / "scheduler_config.json", root / "scheduler" / "scheduler_config.json")
                        if f.exists()), None)
     betas = betas_from_scheduler_config(json.loads(sched_file.read_text())) if sched_file else linear_betas()
-    torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
-    unet = unet.to(device=device, dtype=torch_dtype).eval().requires_grad_(False)
+    unet = unet.to(device=device).eval().requires_grad_(False)
     c = unet.config
 
     def eps_fn(x, t):

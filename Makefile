@@ -1,0 +1,34 @@
+# nfebench: `make demo` and `make test` work on a fresh clone with nothing installed by hand.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.nfebench-installed
+
+.PHONY: demo test test-slow reproduce report train clean-venv
+
+# One venv with the package (editable), its dev extras and the Hydra launchers. torch and torchvision come
+# together from the package registry, so they always match.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,launchers]'
+	touch $(STAMP)
+
+## demo: set up, then run DPM-Solver at 10 NFE on the embedded digits model (appends a row to results/leaderboard.csv)
+demo: $(STAMP)
+	$(PY) -m nfebench sampler=dpm nfe=10 force=true
+
+## test: set up, then run the test suite (slow tests excluded; `make test-slow` runs them)
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+## train: retrain the embedded models (about 25 min on 2 CPU cores); see checkpoints/*/README.md
+train: $(STAMP)
+	$(PY) -m nfebench.train ddpm --steps 8000 --batch-size 128 --lr 1e-3 --out checkpoints/digits-ddpm
+	$(PY) -m nfebench.train classifier --steps 3000 --threads 1 --out checkpoints/digits-cnn
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,117 @@
+"""The leaderboard: one CSV row per benchmark point, with a fixed, documented schema.
+
+Columns are an API: never rename or reorder one; new ones are only appended at the end (an older file is upgraded
+in place by adding the new columns empty). Appends take a file lock and replace the file atomically, so parallel
+writers (sweeps, torchrun ranks, two terminals) lose no row and tear none, and an interruption leaves either the
+old or the new file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from pathlib import Path
+
+from filelock import FileLock
+
+COLUMNS = [
+    "run_id",              # key of the resolved config (same config -> same run_id) and name of its run directory
+    "timestamp",           # UTC, ISO 8601, when the row was written
+    "model",               # model config name (e.g. digits_ddpm)
+    "dataset",             # dataset whose train split is the FID reference (e.g. digits)
+    "sampler",             # sampler name (nfebench.samplers registry)
+    "sampler_options",     # JSON of the sampler's resolved options
+    "nfe",                 # budget of network evaluations per sample, as asked
+    "nfe_used",            # evaluations per sample actually spent, counted by the model's call counter
+    "num_samples",         # samples generated and scored
+    "seed",                # base seed; sample i uses the seed derived from (seed, i)
+    "fid",                 # Frechet distance in the feature space named by feature_extractor
+    "is_mean", "is_std",   # Inception-Score-style score of the feature extractor's logits (10 splits)
+    "kid_mean", "kid_std", # kernel inception distance (poly kernel) in that feature space
+    "nll_bpd",             # negative log-likelihood in bits/dim (empty unless an NLL method ran)
+    "feature_extractor",   # digits-cnn | inception-v3-compat: FIDs in different spaces are not comparable
+    "reference",           # reference set: dataset/split/size (e.g. digits/train/1500)
+    "sampling_seconds",    # wall time of sampling alone
+    "samples_per_second",  # num_samples / sampling_seconds
+    "device",              # cpu | cuda:0 (+ GPU name)
+    "nfebench_version",
+]
+
+
+class LeaderboardError(ValueError):
+    pass
+
+
+def _format(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v) if v == v else ""  # NaN -> empty
+    return str(v)
+
+
+def _read_header(path: Path) -> list[str] | None:
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    with path.open(newline="") as f:
+        return next(csv.reader(f), None)
+
+
+def append_row(path: str | Path, row: dict) -> None:
+    """Append one row (missing columns empty; unknown keys are an error) under a lock, atomically."""
+    path = Path(path)
+    unknown = sorted(set(row) - set(COLUMNS))
+    if unknown:
+        raise LeaderboardError(f"unknown leaderboard column {unknown[0]!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=600):
+        header = _read_header(path)
+        old = path.read_text() if header else ""
+        if header and header != COLUMNS[: len(header)]:
+            raise LeaderboardError(f"{path} has columns {header[:3]}...; not an nfebench leaderboard of this schema")
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        if header is None:
+            w.writerow(COLUMNS)
+        elif len(header) < len(COLUMNS):  # upgrade an older file: append the new columns, empty
+            rows = list(csv.reader(io.StringIO(old)))[1:]
+            w.writerow(COLUMNS)
+            w.writerows(r + [""] * (len(COLUMNS) - len(r)) for r in rows)
+            old = ""
+        w.writerow([_format(row.get(c)) for c in COLUMNS])
+        if old and not old.endswith("\n"):
+            old += "\n"
+        atomic_write_text(path, old + buf.getvalue())
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a file so that a reader (or a crash) sees the old version or the new one, never a torn one."""
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_leaderboard(path: str | Path):
+    """The leaderboard as a pandas DataFrame (empty, with the columns, if the file does not exist)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame(columns=COLUMNS)
+    return pd.read_csv(path, dtype={"run_id": str, "sampler_options": str})

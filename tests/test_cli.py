@@ -1,0 +1,82 @@
+"""The Hydra app: every config composes; a tiny end-to-end run; bad input is one line, exit 2, no row."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_dir
+
+import nfebench.__main__ as entry
+
+CONF = entry.CONF_DIR
+GROUPS = ["model", "sampler", "dataset", "metrics"]
+
+
+def options(group):
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_config_composes(group):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for opt in options(group):
+            cfg = compose(config_name="config", overrides=[f"{group}={opt}"])
+            assert cfg[group] is not None and cfg.nfe == 10 and cfg.device == "auto"
+            if group == "sampler":
+                from nfebench.samplers import get_sampler
+
+                spec = get_sampler(cfg.sampler.name)  # every sampler config names a registered sampler ...
+                spec.check_options({k: v for k, v in cfg.sampler.items() if k != "name"})  # ... with real options
+                assert set(cfg.sampler) - {"name"} == set(spec.options), f"{opt}.yaml must list every option"
+
+
+def run_cli(*args, cwd=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", "nfebench", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=300)
+
+
+def test_end_to_end_run_from_another_directory(tmp_path, tiny_unet_dir):
+    res = tmp_path / "res"
+    r = run_cli(f"model.path={tiny_unet_dir}", f"results_dir={res}", "num_samples=30", "batch_size=16", "nfe=5",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    df = pd.read_csv(res / "leaderboard.csv")
+    assert len(df) == 1
+    row = df.iloc[0]
+    assert (row.sampler, row.nfe, row.nfe_used, row.num_samples) == ("dpm", 5, 5, 30)
+    assert row.feature_extractor == "digits-cnn" and row.reference == "digits/train/1500"
+    for k in ("fid", "is_mean", "kid_mean"):
+        assert pd.notna(row[k])
+    run_dir = res / "runs" / row.run_id
+    assert {p.name for p in run_dir.iterdir()} >= {"config.yaml", "samples.npz", "grid.png", "metrics.json"}
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / ".hydra").exists()
+    # the same point again is skipped: still one row
+    r = run_cli(f"model.path={tiny_unet_dir}", f"results_dir={res}", "num_samples=30", "batch_size=8", "nfe=5",
+                cwd=tmp_path)
+    assert r.returncode == 0 and "skipping" in r.stdout
+    assert len(pd.read_csv(res / "leaderboard.csv")) == 1
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["sampler.name=nope"], "unknown sampler 'nope'"),
+    (["nfe=0"], "nfe=0 is below the minimum"),
+    (["nfe=abc"], "nfe must be a positive integer, got 'abc'"),
+    (["num_samples=0"], "num_samples must be a positive integer, got 0"),
+    (["batch_size=-3"], "batch_size must be a positive integer, got -3"),
+    (["sampler=ddim", "sampler.eta=-1"], "eta must be >= 0, got -1"),
+    (["+sampler.ordr=2"], "unknown option 'ordr' for sampler 'dpm'"),
+    (["model.path=/no/such/dir"], "/no/such/dir"),
+    (["device=cuda"], "device='cuda' but this machine has no CUDA GPU"),
+])
+def test_bad_input_is_one_line_exit_2_no_traceback_no_row(tmp_path, tiny_unet_dir, args, needle):
+    r = run_cli(f"model.path={tiny_unet_dir}", f"results_dir={tmp_path}", "num_samples=4", *args, cwd=tmp_path)
+    assert r.returncode == 2, (r.returncode, r.stderr[-1500:])
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nfebench: error: ") and needle in err[0], err
+    assert "Traceback" not in r.stderr + r.stdout
+    assert not (Path(tmp_path) / "leaderboard.csv").exists()
