@@ -307,16 +307,17 @@ def test_edm(model, sampler, cls, evals):
 
 def test_edm_karras_documented_difference(oracle):
     """Documented: with use_karras_sigmas diffusers evaluates the model at fractional timesteps found by
-    interpolating log(sigma) (k-diffusion's convention); we interpolate log(alpha_bar). Same sigmas, slightly
-    different model timesteps: close, not equal."""
+    interpolating log(sigma) (k-diffusion's convention); we interpolate log(alpha_bar). Given the same sigmas the
+    model timesteps differ (by up to ~0.01 at 10 steps), yet x_0 agrees within 1e-4 (measured 2e-5 on the oracle)."""
     m, x = oracle
     sch = make("EulerDiscreteScheduler", use_karras_sigmas=True)
     sch.set_timesteps(10)
     theirs, n = run_diffusers(sch, m, x)
     sig = sch.sigmas.double().numpy()[:-1]
     mine = ours(m, x, "euler", n, timesteps=SCHED.tau_from_edm_sigma(sig).tolist() + [-1.0])
-    assert np.allclose(SCHED.tau_from_edm_sigma(sig), sch.timesteps.double().numpy(), atol=0.5)
-    assert rel(mine, theirs) < 1e-2
+    dt = np.abs(SCHED.tau_from_edm_sigma(sig) - sch.timesteps.double().numpy())
+    assert 1e-3 < dt.max() < 0.5
+    assert rel(mine, theirs) < RTOL
 
 
 # --- the diffusers sampler -------------------------------------------------------------------------------------
