@@ -52,7 +52,7 @@ def deis(eps, sched, x, nfe, noise, *, order=3, basis="tab", spacing="quadratic"
     """DEIS tAB (Zhang & Chen 2022): exponential integrator, Lagrange extrapolation of eps of degree order-1.
 
     nfe steps, one evaluation each; warm-up with orders 1, 2, ...; lower_order_final: orders ..., 2, 1 on the last
-    steps when nfe < 15 (as diffusers). spacing "quadratic": the paper's quadratic time steps (App. D / Tab. 4).
+    steps when nfe < 15 (as diffusers). spacing "quadratic": quadratic time steps, as the DEIS code's tAB examples.
     """
     if basis not in ("tab", "logrho"):
         raise SamplerError(f"unknown basis {basis!r} for deis; allowed: tab, logrho")
