@@ -1,14 +1,21 @@
-"""DPM-Solver (Lu et al. 2022, arXiv 2206.00927): exponential integrators of the probability-flow ODE in half
-log-SNR lambda, with the linear part solved exactly and the noise prediction expanded in Taylor series.
+"""DPM-Solver (Lu et al. 2022, arXiv 2206.00927) and DPM-Solver++ (Lu et al. 2022b, arXiv 2211.01095): exponential
+integrators of the probability-flow ODE in half log-SNR lambda, the linear part solved exactly and the model output
+expanded in a Taylor series in lambda.
 
-With h = lambda_t - lambda_s, a step from s to t is (Eq. 3.7 / Algorithms 1 and 2):
+With h = lambda_t - lambda_s and the noise prediction eps (DPM-Solver, Eq. 3.7 and Algorithms 1-2):
 
   order 1 (= DDIM):  x_t = (a_t/a_s) x_s - s_t (e^h - 1) eps_s
-  order 2 (r1=1/2):  u = (a_{s1}/a_s) x_s - s_{s1} (e^{r1 h} - 1) eps_s
+  order 2 (r1):      u = (a_{s1}/a_s) x_s - s_{s1} (e^{r1 h} - 1) eps_s
                      x_t = (a_t/a_s) x_s - s_t (e^h - 1) eps_s - s_t/(2 r1) (e^h - 1) (eps(u, s1) - eps_s)
-  order 3 (r1=1/3, r2=2/3): Algorithm 2 (DPM-Solver-3), below.
+  order 3 (r1, r2):  Algorithm 2 (DPM-Solver-3), below; the paper's default r1 = 1/3, r2 = 2/3.
 
-Intermediate times s_i have lambda_{s_i} = lambda_s + r_i h. `expm1` keeps e^h - 1 accurate for small h.
+With the data prediction x0 = (x - s eps)/a (DPM-Solver++, Eq. 8-9 and Algorithms 1-2), the same expansion gives
+
+  order 1:           x_t = (s_t/s_s) x_s - a_t (e^{-h} - 1) x0_s
+
+Intermediate times s_i have lambda_{s_i} = lambda_s + r_i h. `expm1` keeps e^{+-h} - 1 accurate for small h.
+Multistep methods (DPM-Solver++ Sec. 4 and App. B) reuse the model outputs of previous steps instead of evaluating
+at intermediate points: one evaluation per step.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ import math
 
 from .common import check_spacing, explicit_grid
 from .registry import SamplerError, register
+
+LOWER_ORDER_FINAL_BELOW = 15  # lower the order of the last steps when there are fewer steps (DPM-Solver++ App. B)
 
 
 def singlestep_orders(nfe: int, order: int) -> list[int]:
@@ -38,6 +47,17 @@ def singlestep_orders(nfe: int, order: int) -> list[int]:
     return orders
 
 
+def multistep_orders(steps: int, order: int, lower_order_final: bool) -> list[int]:
+    """Orders of a multistep run: warm up with orders 1, 2, ... (there are no older outputs yet), and with
+    lower_order_final and fewer than 15 steps end with orders ..., 2, 1 (DPM-Solver++ App. B, for stability)."""
+    if order not in (1, 2, 3):
+        raise SamplerError(f"order must be 1, 2 or 3, got {order}")
+    orders = [min(order, i + 1) for i in range(steps)]
+    if lower_order_final and steps < LOWER_ORDER_FINAL_BELOW:
+        orders = [min(k, steps - i) for i, k in enumerate(orders)]
+    return orders
+
+
 class _Step:
     """Schedule numbers of one step s -> t, as Python floats."""
 
@@ -46,56 +66,161 @@ class _Step:
         self.s, self.t = s, t
         self.lam_s, self.lam_t = float(sched.lambda_(s)), float(sched.lambda_(t))
         self.h = self.lam_t - self.lam_s
-        self.a_s = float(sched.alpha(s))
+        self.a_s, self.s_s = float(sched.alpha(s)), float(sched.sigma(s))
+        self.a_t, self.s_t = float(sched.alpha(t)), float(sched.sigma(t))
 
-    def at(self, r: float):
-        """(tau, alpha, sigma, e^{r h} - 1) at lambda_s + r h."""
-        tau = self.t if r == 1.0 else float(self.sched.tau_from_lambda(self.lam_s + r * self.h))
-        return tau, float(self.sched.alpha(tau)), float(self.sched.sigma(tau)), math.expm1(r * self.h)
+    def point(self, r: float | None = None, tau: float | None = None):
+        """(tau, alpha, sigma, r) of the point at lambda_s + r h, or of the given timestep tau."""
+        if tau is None:
+            tau = float(self.sched.tau_from_lambda(self.lam_s + r * self.h))
+        else:
+            r = (float(self.sched.lambda_(tau)) - self.lam_s) / self.h
+        return tau, float(self.sched.alpha(tau)), float(self.sched.sigma(tau)), r
 
 
-def dpm_solver_step(eps, step: _Step, x, e_s, order: int):
-    """One singlestep DPM-Solver update of the given order from step.s to step.t (e_s = eps(x, s) given)."""
-    h = step.h
-    _, a_t, s_t, phi = step.at(1.0)
-    x_lin = (a_t / step.a_s) * x - s_t * phi * e_s  # order-1 part (DDIM)
+def _grid(sched, n_points, spacing, timesteps, what):
+    if timesteps is None:
+        return sched.timesteps(n_points - 1, check_spacing(spacing))
+    ts = explicit_grid(sched, timesteps, allow_clean=False)
+    if len(ts) != n_points:
+        raise SamplerError(f"{what} takes {n_points} timesteps, got {len(ts)}")
+    return ts
+
+
+def _singlestep_plan(sched, nfe, orders, spacing, timesteps, what):
+    """[(s, t, [intermediate taus or None])] per outer step. `timesteps` is either the outer grid (K+1 values,
+    intermediate points at the paper's r_i) or every evaluation point plus the end (nfe+1 values, as diffusers'
+    singlestep scheduler lays them out; r_i then follow from the grid)."""
+    if timesteps is not None and len(list(timesteps)) == nfe + 1 and nfe + 1 != len(orders) + 1:
+        ts = _grid(sched, nfe + 1, spacing, timesteps, what)
+        plan, i = [], 0
+        for k in orders:
+            plan.append((float(ts[i]), float(ts[i + k]), [float(v) for v in ts[i + 1:i + k]]))
+            i += k
+        return plan
+    ts = _grid(sched, len(orders) + 1, spacing, timesteps, f"{what} (outer grid; or {nfe + 1} evaluation points)")
+    return [(float(s), float(t), None) for s, t in zip(ts[:-1], ts[1:])]
+
+
+def dpm_solver_step(eps, step: _Step, x, e_s, order: int, mids=None):
+    """One singlestep DPM-Solver update (noise prediction) of the given order from step.s to step.t (e_s given)."""
+    h, phi = step.h, math.expm1(step.h)
+    x_lin = (step.a_t / step.a_s) * x - step.s_t * phi * e_s  # order-1 part (DDIM)
     if order == 1:
         return x_lin
-    if order == 2:
-        r1 = 0.5
-        s1, a1, sg1, phi1 = step.at(r1)
-        u1 = (a1 / step.a_s) * x - sg1 * phi1 * e_s
-        return x_lin - (s_t / (2 * r1)) * phi * (eps(u1, s1) - e_s)
-    # order 3: Algorithm 2 of Lu et al. 2022 with r1 = 1/3, r2 = 2/3
-    r1, r2 = 1.0 / 3.0, 2.0 / 3.0
-    s1, a1, sg1, phi1 = step.at(r1)
-    s2, a2, sg2, phi2 = step.at(r2)
+    if order == 2:  # Algorithm 1 (DPM-Solver-2), r1 = 1/2 by default
+        s1, a1, sg1, r1 = step.point(0.5) if mids is None else step.point(tau=mids[0])
+        u1 = (a1 / step.a_s) * x - sg1 * math.expm1(r1 * h) * e_s
+        return x_lin - (step.s_t / (2 * r1)) * phi * (eps(u1, s1) - e_s)
+    # order 3: Algorithm 2 (DPM-Solver-3), r1 = 1/3, r2 = 2/3 by default
+    s1, a1, sg1, r1 = step.point(1 / 3) if mids is None else step.point(tau=mids[0])
+    s2, a2, sg2, r2 = step.point(2 / 3) if mids is None else step.point(tau=mids[1])
+    phi1, phi2 = math.expm1(r1 * h), math.expm1(r2 * h)
     u1 = (a1 / step.a_s) * x - sg1 * phi1 * e_s
     d1 = eps(u1, s1) - e_s
     u2 = (a2 / step.a_s) * x - sg2 * phi2 * e_s - (sg2 * r2 / r1) * (phi2 / (r2 * h) - 1.0) * d1
     d2 = eps(u2, s2) - e_s
-    return x_lin - (s_t / r2) * (phi / h - 1.0) * d2
+    return x_lin - (step.s_t / r2) * (phi / h - 1.0) * d2
+
+
+def dpmpp_2s_step(eps, step: _Step, x, e_s, order: int, mids=None):
+    """One singlestep DPM-Solver++ update (data prediction, Lu et al. 2022b Algorithm 1) of order 1 or 2."""
+    h = step.h
+    x0_s = (x - step.s_s * e_s) / step.a_s
+    if order == 2:
+        s1, a1, sg1, r = step.point(0.5) if mids is None else step.point(tau=mids[0])
+        u = (sg1 / step.s_s) * x - a1 * math.expm1(-r * h) * x0_s  # first-order step to s1
+        x0_u = (u - sg1 * eps(u, s1)) / a1
+        d = (1 - 1 / (2 * r)) * x0_s + (1 / (2 * r)) * x0_u
+    else:
+        d = x0_s
+    return (step.s_t / step.s_s) * x - step.a_t * math.expm1(-h) * d
+
+
+def multistep_update(step: _Step, x, ms, lams, order: int, data: bool):
+    """One multistep update from step.s to step.t using the model outputs ms = [m_s, m_{s-1}, m_{s-2}] (newest
+    first) at half log-SNRs lams; eps outputs (data=False, DPM-Solver App. B) or x0 outputs (data=True,
+    DPM-Solver++(2M) Algorithm 2 and its third-order extension, App. B)."""
+    h = step.h
+    # backward differences scaled to the step: D1 ~ h m', D2 ~ h^2 m''
+    if order >= 2:
+        r0 = (lams[0] - lams[1]) / h
+        d1_0 = (ms[0] - ms[1]) / r0
+        d1 = d1_0
+    if order == 3:
+        r1 = (lams[1] - lams[2]) / h
+        d1_1 = (ms[1] - ms[2]) / r1
+        d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
+        # D2 ~ h^2 m'': the factor 2 is needed for third order (diffusers and the DPM-Solver code omit it, which
+        # halves the m'' term and makes their 3M second order; see docs/samplers.md)
+        d2 = 2.0 * (d1_0 - d1_1) / (r0 + r1)
+    if data:  # x_t = (s_t/s_s) x - a_t (e^{-h}-1) x0 + Taylor terms
+        phi = math.expm1(-h)
+        x_t = (step.s_t / step.s_s) * x - step.a_t * phi * ms[0]
+        if order == 2:
+            x_t = x_t - 0.5 * step.a_t * phi * d1  # 2M: (1 + 1/2r) x0_s - (1/2r) x0_{s-1}
+        elif order == 3:
+            x_t = x_t + step.a_t * (phi / h + 1.0) * d1 - step.a_t * ((phi + h) / h**2 - 0.5) * d2
+    else:  # x_t = (a_t/a_s) x - s_t (e^h-1) eps + Taylor terms
+        phi = math.expm1(h)
+        x_t = (step.a_t / step.a_s) * x - step.s_t * phi * ms[0]
+        if order == 2:
+            x_t = x_t - 0.5 * step.s_t * phi * d1
+        elif order == 3:
+            x_t = x_t - step.s_t * (phi / h - 1.0) * d1 - step.s_t * ((phi - h) / h**2 - 0.5) * d2
+    return x_t
+
+
+def run_multistep(eps, sched, x, ts, orders, data: bool):
+    """Evaluate once per step at ts[i], keep the last three outputs, update with the scheduled order."""
+    ms, lams = [], []
+    for i, k in enumerate(orders):
+        step = _Step(sched, float(ts[i]), float(ts[i + 1]))
+        e = eps(x, step.s)
+        m = (x - step.s_s * e) / step.a_s if data else e  # x0 (data) or eps (noise) prediction
+        ms, lams = [m] + ms[:2], [step.lam_s] + lams[:2]
+        x = multistep_update(step, x, ms, lams, k, data)
+    return x
 
 
 @register("dpm")
-def dpm(eps, sched, x, nfe, noise, *, order=3, method="singlestep", spacing="logsnr", timesteps=None):
-    """DPM-Solver (Lu et al. 2022): singlestep orders 1/2/3 spending exactly the budget; default DPM-Solver-fast.
+def dpm(eps, sched, x, nfe, noise, *, order=3, method="singlestep", spacing="logsnr", lower_order_final=True,
+        timesteps=None):
+    """DPM-Solver (Lu et al. 2022) with the noise prediction: singlestep orders 1/2/3 (default DPM-Solver-fast) or
+    multistep orders 1/2/3 (Lu et al. 2022b, App. B); both spend exactly the budget.
 
-    spacing: "logsnr" (uniform in lambda, the paper's choice, Sec. 3.3) for the K outer steps; `timesteps` gives the
-    outer grid explicitly (K+1 values from T-1 to 0; the evaluations then follow the orders of singlestep_orders).
-    method: "singlestep" (this paper); "multistep" (Lu et al. 2022b, App. B) arrives with the full sampler suite.
+    singlestep: K outer steps with the orders of singlestep_orders; `timesteps` is the outer grid (K+1 values) or
+    every evaluation point plus the end (nfe+1 values). multistep: nfe steps, one evaluation each, warm-up with
+    lower orders; `timesteps` has nfe+1 values. spacing "logsnr" is the paper's choice (Sec. 3.3).
+    lower_order_final: multistep only, orders ..., 2, 1 on the last steps when nfe < 15.
     """
-    if method != "singlestep":
-        raise SamplerError(f"unknown method {method!r} for dpm; allowed: singlestep")
-    orders = singlestep_orders(nfe, int(order))
-    if timesteps is None:
-        ts = sched.timesteps(len(orders), check_spacing(spacing))
-    else:
-        ts = explicit_grid(sched, timesteps, allow_clean=False)
-        if len(ts) != len(orders) + 1:
-            raise SamplerError(f"dpm order {order} at nfe={nfe} takes {len(orders) + 1} timesteps, got {len(ts)}")
-    for s, t, k in zip(ts[:-1], ts[1:], orders):
-        step = _Step(sched, float(s), float(t))
-        x = dpm_solver_step(eps, step, x, eps(x, float(s)), k)
-    return x
+    order = int(order)
+    if method == "singlestep":
+        orders = singlestep_orders(nfe, order)
+        for (s, t, mids), k in zip(_singlestep_plan(sched, nfe, orders, spacing, timesteps, f"dpm order {order}"),
+                                   orders):
+            step = _Step(sched, s, t)
+            x = dpm_solver_step(eps, step, x, eps(x, s), k, mids)
+        return x
+    if method == "multistep":
+        ts = _grid(sched, nfe + 1, spacing, timesteps, f"dpm multistep at nfe={nfe}")
+        return run_multistep(eps, sched, x, ts, multistep_orders(nfe, order, lower_order_final), data=False)
+    raise SamplerError(f"unknown method {method!r} for dpm; allowed: singlestep, multistep")
 
+
+@register("dpmpp")
+def dpmpp(eps, sched, x, nfe, noise, *, variant="2M", spacing="logsnr", lower_order_final=True, timesteps=None):
+    """DPM-Solver++ (Lu et al. 2022b): the data-prediction solver; variant 2M (Algorithm 2), 3M (App. B) or
+    2S (Algorithm 1, r = 1/2). All spend exactly the budget: 2M/3M one evaluation per step; 2S two per step, the
+    last step of order 1 when nfe is odd. lower_order_final: multistep only, as in dpm.
+    """
+    if variant in ("2M", "3M"):
+        ts = _grid(sched, nfe + 1, spacing, timesteps, f"dpmpp {variant} at nfe={nfe}")
+        return run_multistep(eps, sched, x, ts, multistep_orders(nfe, int(variant[0]), lower_order_final), data=True)
+    if variant == "2S":
+        orders = singlestep_orders(nfe, 2)
+        for (s, t, mids), k in zip(_singlestep_plan(sched, nfe, orders, spacing, timesteps, "dpmpp 2S"), orders):
+            step = _Step(sched, s, t)
+            x = dpmpp_2s_step(eps, step, x, eps(x, s), k, mids)
+        return x
+    raise SamplerError(f"unknown variant {variant!r} for dpmpp; allowed: 2M, 2S, 3M")
