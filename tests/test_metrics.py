@@ -1,12 +1,14 @@
 """torch-fidelity with the digits feature extractor: the metric behaves like a distance on known inputs."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from nfebench.data import load_split
 from nfebench.metrics.fidelity import MetricsError, compute_fidelity
 
-WEIGHTS = "checkpoints/digits-cnn/digits_cnn.pt"
+WEIGHTS = str(Path(__file__).resolve().parents[1] / "checkpoints/digits-cnn/digits_cnn.pt")
 
 
 @pytest.fixture(scope="module")

@@ -171,7 +171,7 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
         if (done["run_id"] == run_id).any():
             print(f"[nfebench] {run_id} is already in {board}; skipping (force=true re-runs it)")
             return None
-    model_opts = {k: v for k, v in p.model.items() if k not in ("kind", "dataset", "note")}
+    model_opts = {k: v for k, v in p.model.items() if k not in ("kind", "note")}
     model = load_model(p.model["kind"], device=p.device, **model_opts)
     dry_run(p.sampler, p.nfe, model.betas, **p.sampler_options)  # bad options fail here, before any sampling
 

@@ -50,14 +50,16 @@ def _resolve(path: str) -> tuple[Path, str | None]:
                      f"save_pretrained) or a hub id like google/ddpm-cifar10-32")
 
 
-def load_diffusers(path: str, device="cpu", name: str | None = None, dtype: str = "float32", **_unused) -> EpsModel:
+def load_diffusers(path: str, device="cpu", name: str | None = None, dtype: str = "float32", dataset: str | None = None,
+                   **_unused) -> EpsModel:
+    """Load a UNet2DModel as an EpsModel. `dataset` names what it was trained on (informational)."""
     from diffusers import UNet2DModel
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()
 
     if _unused:
-        raise ModelError(f"unknown model option {sorted(_unused)[0]!r}; allowed: path, name, dtype")
+        raise ModelError(f"unknown model option {sorted(_unused)[0]!r}; allowed: path, name, dtype, dataset")
     if dtype not in ("float32", "float64"):
         raise ModelError(f"unknown model dtype {dtype!r}; allowed: float32, float64")
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
