@@ -40,6 +40,11 @@ def run_cli(*args, cwd=None):
                           env=env, timeout=300)
 
 
+def error_lines(r):
+    """The `nfebench: error:` lines of a finished CLI run (stderr may also hold progress bars)."""
+    return [line for line in r.stderr.splitlines() if "nfebench: error:" in line]
+
+
 def test_end_to_end_run_from_another_directory(tmp_path, tiny_unet_dir):
     res = tmp_path / "res"
     r = run_cli(f"model.path={tiny_unet_dir}", f"results_dir={res}", "num_samples=30", "batch_size=16", "nfe=5",
@@ -76,7 +81,8 @@ def test_end_to_end_run_from_another_directory(tmp_path, tiny_unet_dir):
 def test_bad_input_is_one_line_exit_2_no_traceback_no_row(tmp_path, tiny_unet_dir, args, needle):
     r = run_cli(f"model.path={tiny_unet_dir}", f"results_dir={tmp_path}", "num_samples=4", *args, cwd=tmp_path)
     assert r.returncode == 2, (r.returncode, r.stderr[-1500:])
-    err = r.stderr.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("nfebench: error: ") and needle in err[0], err
+    err = error_lines(r)
+    assert len(err) == 1 and err[0].startswith("nfebench: error: ") and needle in err[0], r.stderr[-1500:]
+    assert r.stderr.strip().splitlines()[-1] == err[0]
     assert "Traceback" not in r.stderr + r.stdout
     assert not (Path(tmp_path) / "leaderboard.csv").exists()

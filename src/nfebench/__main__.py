@@ -7,6 +7,7 @@ for the traceback).
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -19,6 +20,15 @@ CONF_DIR = ROOT / "conf"
 if not OmegaConf.has_resolver("nfebench_root"):
     OmegaConf.register_new_resolver("nfebench_root", lambda: str(ROOT))
 
+
+def _sweep_uid() -> str:
+    """A random token per sweep, kept in the environment so launcher worker processes agree on it."""
+    return os.environ.setdefault("NFEBENCH_SWEEP_UID", secrets.token_hex(3))
+
+
+if not OmegaConf.has_resolver("nfebench_uid"):
+    OmegaConf.register_new_resolver("nfebench_uid", _sweep_uid)
+
 DEBUG = "--debug" in sys.argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
@@ -27,14 +37,17 @@ def user_errors() -> tuple:
     from .leaderboard import LeaderboardError
     from .metrics.fidelity import MetricsError
     from .models import ModelError
-    from .run import ConfigError
+    from .run import ConfigError, RunFailed
     from .samplers import SamplerError
 
-    return ConfigError, SamplerError, ModelError, MetricsError, LeaderboardError
+    return ConfigError, SamplerError, ModelError, MetricsError, LeaderboardError, RunFailed
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def _app(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from .run import run
 
     try:
@@ -42,6 +55,10 @@ def _app(cfg: DictConfig) -> None:
     except user_errors() as e:
         if DEBUG:
             raise
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:  # one bad point must not stop a long sweep: report it and go on
+            print(f"nfebench: error: job {hc.job.num} ({' '.join(hc.overrides.task)}): {e}", file=sys.stderr)
+            return
         print(f"nfebench: error: {e}", file=sys.stderr)
         sys.exit(2)
 

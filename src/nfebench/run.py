@@ -1,11 +1,16 @@
 """One benchmark point: load the model -> sample with a counted budget -> score -> one leaderboard row.
 
-Data flows forward only. Everything the run writes goes under results_dir:
-    results_dir/runs/<run_id>/config.yaml    the resolved config
-    results_dir/runs/<run_id>/samples.npz    uint8 samples [N, C, H, W] and their per-sample seeds
-    results_dir/runs/<run_id>/grid.png       the first 100 samples
-    results_dir/runs/<run_id>/metrics.json   metrics, timings, nfe_used
-    results_dir/leaderboard.csv              one row per finished run
+Data flows forward only. Everything the run writes goes under results_dir, each file atomically:
+    results_dir/runs/<run_id>/config.yaml          the resolved config
+    results_dir/runs/<run_id>/shards/A-B.npz       samples A..B-1, written as each batch finishes (resume points)
+    results_dir/runs/<run_id>/samples.npz          uint8 samples [N, C, H, W] and their per-sample seeds
+    results_dir/runs/<run_id>/grid.png             the first 100 samples
+    results_dir/runs/<run_id>/metrics.json         the leaderboard row, as JSON
+    results_dir/runs/<run_id>/status.json          only for a failed run: what went wrong
+    results_dir/leaderboard.csv                    one row per finished run
+
+Re-running the same config after an interruption (even kill -9) resumes from the finished shards; since every
+sample's noise depends on its own seed alone, the result is identical to an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import hashlib
 import io
 import json
 import math
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
 from . import __version__
@@ -35,6 +43,10 @@ from .schedule import VPSchedule
 
 class ConfigError(ValueError):
     """A bad top-level value: the message names it and what is allowed."""
+
+
+class RunFailed(RuntimeError):
+    """The run produced NaN/Inf (or another non-input failure): marked failed, samples kept, no row written."""
 
 
 # Keys that change where or how fast a run goes, not what it produces: excluded from the run key.
@@ -107,25 +119,71 @@ def sample_seeds(seed: int, n: int) -> list[int]:
     return [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(n)]
 
 
-def generate(model, p: Point, seeds: list[int], progress=True):
-    """Sample len(seeds) images in batches; returns (uint8 samples, nfe_used per sample, seconds)."""
+def _save_npz(path: Path, **arrays) -> None:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _finished_shards(shard_dir: Path, n: int) -> dict[int, Path]:
+    """Shards already on disk, by start index (ignoring any that do not fit this run's sample count)."""
+    done = {}
+    for f in sorted(shard_dir.glob("*.npz")) if shard_dir.exists() else []:
+        try:
+            a, b = (int(v) for v in f.stem.split("-"))
+        except ValueError:
+            continue
+        if 0 <= a < b <= n:
+            done[a] = f
+    return done
+
+
+def generate(model, p: Point, seeds: list[int], shard_dir: Path | None = None, progress=True):
+    """Sample len(seeds) images in batches; returns (uint8 samples, nfe_used per sample, sampling seconds).
+
+    With shard_dir, each finished batch is written there as `start-end.npz` and batches already there are loaded
+    instead of sampled again (resume). A batch that produces NaN/Inf raises RunFailed after its raw float output is
+    saved beside the shards as `failed-start-end.npz`.
+    """
     from tqdm import tqdm
 
     spec = get_sampler(p.sampler)
     sched = VPSchedule(model.betas)
-    out, nfe_used, t0 = [], 0, time.perf_counter()
-    starts = range(0, len(seeds), p.batch_size)
-    with torch.no_grad(), tqdm(total=len(seeds), desc=f"sampling {p.sampler} nfe={p.nfe}", unit="img",
+    n = len(seeds)
+    done = _finished_shards(shard_dir, n) if shard_dir else {}
+    parts, nfe_used, seconds, i = [], 0, 0.0, 0
+    with torch.no_grad(), tqdm(total=n, desc=f"sampling {p.sampler} nfe={p.nfe}", unit="img",
                                disable=not progress, mininterval=1) as bar:
-        for i in starts:
-            noise = PerSampleNoise(seeds[i:i + p.batch_size])
-            x = noise.randn(model.sample_shape, dtype=model.dtype).to(model.device)
-            eps = CountedEps(model, budget=p.nfe)
-            x0 = spec.fn(eps, sched, x, p.nfe, noise, **p.sampler_options)
-            nfe_used = max(nfe_used, eps.calls)
-            out.append(to_uint8(x0).cpu())
-            bar.update(x.shape[0])
-    return torch.cat(out), nfe_used, time.perf_counter() - t0
+        while i < n:
+            if i in done:  # resume: a batch finished by an earlier, interrupted run
+                with np.load(done[i]) as z:
+                    parts.append(torch.from_numpy(z["samples"]))
+                    nfe_used, seconds = max(nfe_used, int(z["nfe_used"])), seconds + float(z["seconds"])
+                    j = i + z["samples"].shape[0]
+            else:
+                j = min(n, i + p.batch_size, min([a for a in done if a > i], default=n))
+                t0 = time.perf_counter()
+                noise = PerSampleNoise(seeds[i:j])
+                x = noise.randn(model.sample_shape, dtype=model.dtype).to(model.device)
+                eps = CountedEps(model, budget=p.nfe)
+                x0 = spec.fn(eps, sched, x, p.nfe, noise, **p.sampler_options)
+                bad = eps.nonfinite or (None if torch.isfinite(x0).all() else
+                                        "the sampler's output was NaN/Inf after its last evaluation")
+                if bad:
+                    if shard_dir:
+                        _save_npz(shard_dir.parent / f"failed-{i:07d}-{j:07d}.npz", samples=x0.float().cpu().numpy(),
+                                  seeds=np.array(seeds[i:j], dtype=np.uint32))
+                    raise RunFailed(f"NaN/Inf in samples {i}..{j - 1}: {bad}")
+                batch = to_uint8(x0).cpu()
+                dt = time.perf_counter() - t0
+                if shard_dir:
+                    _save_npz(shard_dir / f"{i:07d}-{j:07d}.npz", samples=batch.numpy(), nfe_used=eps.calls,
+                              seconds=dt)
+                parts.append(batch)
+                nfe_used, seconds = max(nfe_used, eps.calls), seconds + dt
+            bar.update(j - i)
+            i = j
+    return torch.cat(parts), nfe_used, seconds
 
 
 def save_grid(samples: torch.Tensor, path: Path, nrow: int = 10, scale: int = 4) -> None:
@@ -161,27 +219,68 @@ def score(samples: torch.Tensor, p: Point, progress=True) -> dict:
             "feature_extractor": m["feature_extractor"], "reference": f"{p.dataset['name']}/train/{ref.shape[0]}"}
 
 
+def check_writable(results_dir: Path) -> None:
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=results_dir, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"results_dir {str(results_dir)!r} is not writable ({e.strerror or e})") from None
+
+
+def _done_ids(board: Path, key: str) -> list[str]:
+    """Run ids in the leaderboard for this config: the key itself and forced re-runs key.2, key.3, ..."""
+    if not board.exists():
+        return []
+    ids = read_leaderboard(board)["run_id"].astype(str)
+    return [r for r in ids if r == key or r.startswith(key + ".")]
+
+
 def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     """Run one benchmark point; returns its leaderboard row (None if skipped because it is already there)."""
     p = validate(cfg)
-    run_id = run_key(p)
+    check_writable(p.results_dir)
+    key = run_key(p)
     board = p.results_dir / "leaderboard.csv"
-    if not p.force and board.exists():
-        done = read_leaderboard(board)
-        if (done["run_id"] == run_id).any():
-            print(f"[nfebench] {run_id} is already in {board}; skipping (force=true re-runs it)")
-            return None
+    done = _done_ids(board, key)
+    if done and not p.force:
+        print(f"[nfebench] {key} is already in {board}; skipping (force=true runs it again)")
+        return None
+    run_id = key if not done else f"{key}.{len(done) + 1}"  # a forced re-run gets its own id and directory
     model_opts = {k: v for k, v in p.model.items() if k not in ("kind", "note")}
     model = load_model(p.model["kind"], device=p.device, **model_opts)
     dry_run(p.sampler, p.nfe, model.betas, **p.sampler_options)  # bad options fail here, before any sampling
 
-    seeds = sample_seeds(p.seed, p.num_samples)
-    samples, nfe_used, secs = generate(model, p, seeds, progress)
     run_dir = p.results_dir / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = FileLock(str(run_dir) + ".lock").acquire(timeout=0)
+    except Timeout:
+        raise ConfigError(f"run {run_id} is already running in another process (lock {run_dir}.lock)") from None
+    with lock:
+        return _run_locked(p, model, run_id, run_dir, board, progress)
+
+
+def _run_locked(p: Point, model, run_id: str, run_dir: Path, board: Path, progress: bool) -> dict:
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(p.cfg)))
-    buf = io.BytesIO()
-    np.savez_compressed(buf, samples=samples.numpy(), seeds=np.array(seeds, dtype=np.uint32))
-    atomic_write_bytes(run_dir / "samples.npz", buf.getvalue())
+    (run_dir / "status.json").unlink(missing_ok=True)
+    seeds = sample_seeds(p.seed, p.num_samples)
+    final = run_dir / "samples.npz"
+    if final.exists():  # sampling finished earlier; the run stopped before its row was written
+        with np.load(final) as z:
+            samples = torch.from_numpy(z["samples"])
+        prev = json.loads((run_dir / "sampling.json").read_text())
+        nfe_used, secs = prev["nfe_used"], prev["sampling_seconds"]
+        print(f"[nfebench] reusing the finished samples in {final}")
+    else:
+        try:
+            samples, nfe_used, secs = generate(model, p, seeds, run_dir / "shards", progress)
+        except RunFailed as e:
+            atomic_write_text(run_dir / "status.json", json.dumps({"status": "failed", "error": str(e)}, indent=2))
+            raise RunFailed(f"{e}; run marked failed, samples kept in {run_dir}") from None
+        _save_npz(final, samples=samples.numpy(), seeds=np.array(seeds, dtype=np.uint32))
+        atomic_write_text(run_dir / "sampling.json", json.dumps({"nfe_used": nfe_used, "sampling_seconds": secs}))
+        shutil.rmtree(run_dir / "shards", ignore_errors=True)
     save_grid(samples, run_dir / "grid.png")
 
     metrics = score(samples, p, progress)
