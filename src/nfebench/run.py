@@ -247,9 +247,11 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
         print(f"[nfebench] {key} is already in {board}; skipping (force=true runs it again)")
         return None
     run_id = key if not done else f"{key}.{len(done) + 1}"  # a forced re-run gets its own id and directory
+    t_load = time.perf_counter()
     model_opts = {k: v for k, v in p.model.items() if k not in ("kind", "note")}
     model = load_model(p.model["kind"], device=p.device, **model_opts)
     dry_run(p.sampler, p.nfe, model.betas, **p.sampler_options)  # bad options fail here, before any sampling
+    model.load_seconds = time.perf_counter() - t_load
 
     run_dir = p.results_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -283,7 +285,10 @@ def _run_locked(p: Point, model, run_id: str, run_dir: Path, board: Path, progre
         shutil.rmtree(run_dir / "shards", ignore_errors=True)
     save_grid(samples, run_dir / "grid.png")
 
+    t_score = time.perf_counter()
     metrics = score(samples, p, progress)
+    timings = {"load_seconds": round(getattr(model, "load_seconds", 0.0), 3), "sampling_seconds": round(secs, 3),
+               "scoring_seconds": round(time.perf_counter() - t_score, 3)}
     device_name = p.device + (f" ({torch.cuda.get_device_name(p.device)})" if p.device.startswith("cuda") else "")
     row = {
         "run_id": run_id, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -293,19 +298,20 @@ def _run_locked(p: Point, model, run_id: str, run_dir: Path, board: Path, progre
         "sampling_seconds": round(secs, 3), "samples_per_second": round(p.num_samples / secs, 2),
         "device": device_name, "nfebench_version": __version__,
     }
-    atomic_write_text(run_dir / "metrics.json", json.dumps(row, indent=2) + "\n")
+    atomic_write_text(run_dir / "metrics.json", json.dumps({**row, "timings": timings}, indent=2) + "\n")
     append_row(board, row)
-    print_row(row, board)
+    print_row(row, board, timings)
     return row
 
 
-def print_row(row: dict, board: Path) -> None:
+def print_row(row: dict, board: Path, timings: dict) -> None:
     def fmt(v):
         return f"{v:.4g}" if isinstance(v, float) and not math.isnan(v) else ("-" if v is None else str(v))
 
     keys = ["model", "sampler", "nfe", "nfe_used", "num_samples", "fid", "is_mean", "kid_mean",
-            "feature_extractor", "reference", "sampling_seconds"]
+            "feature_extractor", "reference"]
     w = max(len(k) for k in keys)
+    spent = ", ".join(f"{k.split('_')[0]} {v:.1f} s" for k, v in timings.items())
     print("\n".join([""] + [f"  {k:<{w}}  {fmt(row.get(k))}" for k in keys]
-                    + [f"  -> appended to {board} (run {row['run_id']})", ""]))
+                    + [f"  {'time':<{w}}  {spent}", f"  -> appended to {board} (run {row['run_id']})", ""]))
 
