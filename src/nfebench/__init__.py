@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from .api import sample  # noqa: E402
+from .api import nll, sample  # noqa: E402
 
-__all__ = ["sample", "__version__"]
+__all__ = ["sample", "nll", "__version__"]

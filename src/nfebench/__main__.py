@@ -36,11 +36,13 @@ def user_errors() -> tuple:
     """Exception types that mean bad input, reported in one line (imported lazily: torch is slow to import)."""
     from .leaderboard import LeaderboardError
     from .metrics.fidelity import MetricsError
+    from .metrics.nll import NLLError
+    from .analytic_dpm import MomentsError
     from .models import ModelError
     from .run import ConfigError, RunFailed
     from .samplers import SamplerError
 
-    return ConfigError, SamplerError, ModelError, MetricsError, LeaderboardError, RunFailed
+    return ConfigError, SamplerError, ModelError, MetricsError, LeaderboardError, RunFailed, NLLError, MomentsError
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")

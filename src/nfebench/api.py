@@ -1,4 +1,4 @@
-"""The public Python API: nfebench.sample (and nfebench.nll once the NLL estimators land)."""
+"""The public Python API: nfebench.sample and nfebench.nll."""
 
 from __future__ import annotations
 
@@ -46,3 +46,28 @@ def sample(eps_fn: Callable, betas, x_T: torch.Tensor, sampler: str = "dpm", nfe
     with torch.no_grad():
         x0 = spec.fn(eps, sched, x_T, nfe, as_noise(generator), **opts)
     return (x0, eps.calls) if return_nfe else x0
+
+
+def nll(eps_fn: Callable, betas, images_uint8: torch.Tensor, method: str = "ode", nfe: int | None = None,
+        generator=None, **options) -> dict:
+    """Negative log-likelihood of held-out uint8 images [N, C, H, W] in bits/dim (definitions: docs/nll.md).
+
+    Same eps_fn(x, t) and time convention as `sample` (t: the model's own timestep, float tensor [B] in [0, T-1]).
+    method="vlb": the negative ELBO of the K-step ddpm/ddim chain, K = nfe (None: the full chain, K = T); no offset.
+        options: variance = small | large | analytic (Bao et al. 2022; needs moments), clip (clamp x0_hat),
+        spacing (the chain's, as the samplers), moments (path from nfebench.analytic_dpm.cached_moments, or an
+        array of length T), batch_size, num_images (the first n images; None: all).
+    method="ode": the probability-flow ODE likelihood of uniformly dequantized data (+7 bits/dim offset included).
+        nfe=None: the adaptive reference (scipy RK45, atol = rtol = 1e-5) reporting what it spent; an int: a
+        fixed-step solver spending exactly nfe forward passes. options: solver = rk45 | heun | euler, atol, rtol,
+        divergence = auto | exact | hutchinson (auto: exact up to 256 dims), probes (Hutchinson), spacing (the
+        fixed-step grid), batch_size, num_images.
+    generator: a torch.Generator for the Monte-Carlo noise (forward-process noise, dequantization, probes); None
+    uses torch's global generator. Unknown options raise ValueError.
+    Returns a dict with at least bpd, bpd_se, method, variance, nfe (forward passes per image), vjp (vector-Jacobian
+    products per image), num_images, and per-term diagnostics (vlb: prior_bpd, kl_bpd, decoder_bpd; ode: prior_bpd,
+    delta_bpd, offset_bits).
+    """
+    from .metrics.nll import nll as _nll
+
+    return _nll(eps_fn, betas, images_uint8, method=method, nfe=nfe, generator=generator, **options)

@@ -37,6 +37,11 @@ COLUMNS = [
     "samples_per_second",  # num_samples / sampling_seconds
     "device",              # cpu | cuda:0 (+ GPU name)
     "nfebench_version",
+    # --- added with the NLL estimators ---
+    "nll_method",          # vlb (variational bound of the K-step chain, no offset) | ode (probability-flow ODE, +7 bits)
+    "nll_variance",        # vlb's reverse variance: small | large | analytic (empty for ode)
+    "nll_nfe",             # evaluations per test image the NLL spent (K for vlb; mean forward passes for ode)
+    "nll_num_images",      # test images the NLL was averaged over
 ]
 
 

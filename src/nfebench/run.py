@@ -219,6 +219,48 @@ def score(samples: torch.Tensor, p: Point, progress=True) -> dict:
             "feature_extractor": m["feature_extractor"], "reference": f"{p.dataset['name']}/train/{ref.shape[0]}"}
 
 
+def model_digest(model) -> str:
+    from .analytic_dpm import gmm_digest, weights_digest
+
+    return gmm_digest(model.gmm) if hasattr(model, "gmm") else weights_digest(model.source)
+
+
+def analytic_moments_for(model, p: Point, progress=True) -> str:
+    """Analytic-DPM's Gamma_n for this model: estimated once on the dataset's train split and cached beside the
+    checkpoint (or in ~/.cache/nfebench). Its one-off cost is printed and kept apart from the NFE."""
+    from .analytic_dpm import cached_moments
+
+    train = load_split(p.dataset["name"], "train", **p.dataset.get("options", {}))
+    gamma, info = cached_moments(model, model.betas, train, model_digest=model_digest(model),
+                                 model_dir=model.source)
+    if progress:
+        how = "cached" if info["cached"] else f"estimated in {info['seconds']:.0f} s"
+        print(f"[nfebench] Analytic-DPM moments: {how} ({info['per_sample_evals']} evaluations x "
+              f"{info['num_images']} train images, one-off, not counted in NFE): {info['path']}")
+    return info["path"]
+
+
+def measure_nll(model, p: Point, progress=True) -> dict:
+    """NLL of the dataset's test split in bits/dim (metrics.nll = vlb | ode), see nfebench.metrics.nll."""
+    from .metrics.nll import nll
+
+    m = p.metrics
+    method = m.get("nll") or "none"
+    if method == "none":
+        return {}
+    nfe = p.nfe if m.get("nll_nfe") == "run" else m.get("nll_nfe")
+    opts = {**(m.get("nll_options") or {}), "num_images": m.get("nll_num_images")}
+    if method == "vlb":
+        opts["variance"] = m.get("nll_variance", "small")
+        if opts["variance"] == "analytic" and opts.get("moments") is None:
+            opts["moments"] = analytic_moments_for(model, p, progress)
+    test = load_split(p.dataset["name"], "test", **p.dataset.get("options", {}))
+    res = nll(model, model.betas, test, method=method, nfe=nfe, generator=torch.Generator().manual_seed(p.seed),
+              **opts)
+    return {"nll": res, "row": {"nll_bpd": res["bpd"], "nll_method": method, "nll_variance": res.get("variance"),
+                                "nll_nfe": res["nfe"], "nll_num_images": res["num_images"]}}
+
+
 def check_writable(results_dir: Path) -> None:
     try:
         results_dir.mkdir(parents=True, exist_ok=True)
@@ -252,6 +294,8 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     model = load_model(p.model["kind"], device=p.device, **model_opts)
     dry_run(p.sampler, p.nfe, model.betas, **p.sampler_options)  # bad options fail here, before any sampling
     model.load_seconds = time.perf_counter() - t_load
+    if p.sampler.startswith("analytic_") and p.sampler_options.get("moments") is None:
+        p.sampler_options = {**p.sampler_options, "moments": analytic_moments_for(model, p, progress)}
 
     run_dir = p.results_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -287,8 +331,11 @@ def _run_locked(p: Point, model, run_id: str, run_dir: Path, board: Path, progre
 
     t_score = time.perf_counter()
     metrics = score(samples, p, progress)
+    t_nll = time.perf_counter()
+    likelihood = measure_nll(model, p, progress)
+    metrics.update(likelihood.get("row", {}))
     timings = {"load_seconds": round(getattr(model, "load_seconds", 0.0), 3), "sampling_seconds": round(secs, 3),
-               "scoring_seconds": round(time.perf_counter() - t_score, 3)}
+               "scoring_seconds": round(t_nll - t_score, 3), "nll_seconds": round(time.perf_counter() - t_nll, 3)}
     device_name = p.device + (f" ({torch.cuda.get_device_name(p.device)})" if p.device.startswith("cuda") else "")
     row = {
         "run_id": run_id, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -298,7 +345,8 @@ def _run_locked(p: Point, model, run_id: str, run_dir: Path, board: Path, progre
         "sampling_seconds": round(secs, 3), "samples_per_second": round(p.num_samples / secs, 2),
         "device": device_name, "nfebench_version": __version__,
     }
-    atomic_write_text(run_dir / "metrics.json", json.dumps({**row, "timings": timings}, indent=2) + "\n")
+    details = {"timings": timings, **({"nll": likelihood["nll"]} if likelihood else {})}
+    atomic_write_text(run_dir / "metrics.json", json.dumps({**row, **details}, indent=2, default=str) + "\n")
     append_row(board, row)
     print_row(row, board, timings)
     return row
@@ -309,7 +357,8 @@ def print_row(row: dict, board: Path, timings: dict) -> None:
         return f"{v:.4g}" if isinstance(v, float) and not math.isnan(v) else ("-" if v is None else str(v))
 
     keys = ["model", "sampler", "nfe", "nfe_used", "num_samples", "fid", "is_mean", "kid_mean",
-            "feature_extractor", "reference"]
+            "feature_extractor", "reference"] + (["nll_bpd", "nll_method", "nll_variance", "nll_nfe"]
+                                                  if row.get("nll_method") else [])
     w = max(len(k) for k in keys)
     spent = ", ".join(f"{k.split('_')[0]} {v:.1f} s" for k, v in timings.items())
     print("\n".join([""] + [f"  {k:<{w}}  {fmt(row.get(k))}" for k in keys]

@@ -85,4 +85,5 @@ def load_diffusers(path: str, device="cpu", name: str | None = None, dtype: str 
 
     return EpsModel(name=name or Path(path).name, fn=eps_fn, betas=betas,
                     sample_shape=(c.in_channels, c.sample_size, c.sample_size) if isinstance(c.sample_size, int)
-                    else (c.in_channels, *c.sample_size), dtype=torch_dtype, device=torch.device(device))
+                    else (c.in_channels, *c.sample_size), dtype=torch_dtype, device=torch.device(device),
+                    source=str(cfg_dir))
