@@ -223,17 +223,18 @@ def nll_label(row) -> str:
 # ---------------------------------------------------------------------------------------------- published
 
 
-def published_matches(rows: pd.DataFrame, published: pd.DataFrame) -> str | None:
-    """A Sampler x NFE table: per sampler a row of ours (mean FID) and below it one row per published method, source,
-    dataset and checkpoint of the same algorithm (NAME_RULES), at our NFEs. None when nothing matches."""
-    agg = aggregate(rows, "fid")
+def published_matches(rows: pd.DataFrame, published: pd.DataFrame, metric: str = "fid") -> str | None:
+    """A Sampler x NFE table of `metric` (fid | is_mean): per sampler a row of ours (mean over seeds) and below it one
+    row per published method, source, dataset and checkpoint of the same algorithm (NAME_RULES), at our NFEs.
+    None when nothing matches."""
+    agg = aggregate(rows, metric)
     nfes = sorted(rows["nfe"].dropna().unique())
     table = []
     for variant, g in rows.groupby("variant"):
         rule = find_rule(g.iloc[0]["sampler"], g.iloc[0]["options"])
         if rule is None:
             continue
-        pub = published[published["nfe"].isin(g["nfe"].dropna().unique()) & published["fid"].notna()]
+        pub = published[published["nfe"].isin(g["nfe"].dropna().unique()) & published[metric].notna()]
         pub = pd.concat([pub[(pub["source"] == s) & pub["sampler"].isin(n)] for s, n in rule.published.items()]
                         + [pub.iloc[:0]])
         if pub.empty:
@@ -243,8 +244,8 @@ def published_matches(rows: pd.DataFrame, published: pd.DataFrame) -> str | None
                      + [f"**{mine.get(v, MISSING)}**" for v in nfes])
         for (source, method, dataset, ckpt), p in pub.groupby(["source", "sampler", "dataset", "model_checkpoint"],
                                                             sort=False):
-            fids = dict(zip(p["nfe"], p["fid"]))
-            table.append(["", method, f"`{source}`", f"{dataset}; {ckpt}"] + [fmt(fids.get(v)) for v in nfes])
+            values = dict(zip(p["nfe"], p[metric]))
+            table.append(["", method, f"`{source}`", f"{dataset}; {ckpt}"] + [fmt(values.get(v)) for v in nfes])
     if not table:
         return None
     return md_table(["Sampler", "Numbers from", "Source", "Dataset; checkpoint"] + [f"NFE {fmt_nfe(v)}" for v in nfes],
@@ -427,6 +428,9 @@ def plot_grids(rows: pd.DataFrame, results_dir: Path, title: str, path: Path) ->
             else:
                 ax.imshow(tile(samples), cmap="gray", vmin=0, vmax=255, interpolation="nearest")
             ax.set_title(f"{variant}, NFE {run['nfe']:g}, seed {_seed(run)}", fontsize=8)
+        if len(images) == 1:
+            row_axes[1].text(0.5, 0.5, "only one NFE run", ha="center", va="center", fontsize=8, color="0.4",
+                             transform=row_axes[1].transAxes)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
@@ -466,16 +470,17 @@ def quality_section(model: str, dataset: str, proto: Protocol, rows: pd.DataFram
 
 
 def published_section(rows: pd.DataFrame, published: pd.DataFrame) -> list[str]:
-    table = published_matches(rows, published)
-    head = ["#### Published FIDs for the same algorithms at the same NFE", ""]
-    if table is None:
+    fid, inception = published_matches(rows, published, "fid"), published_matches(rows, published, "is_mean")
+    head = ["#### Published numbers for the same algorithms at the same NFE", ""]
+    if fid is None and inception is None:
         return head + ["None of these samplers has a published row at these NFEs (mapping: "
                        "`nfebench.report_names.NAME_RULES`).", ""]
+    tables = [f"**{name}**, ours (bold) and published:\n\n{t}\n" for name, t in (("FID", fid), ("IS", inception))
+              if t is not None]
     return head + [
         "**Different models and datasets**: ours is an 8x8 digits model scored with digits-cnn features; the "
         "published rows are CIFAR-10 / CelebA / ImageNet models scored with Inception features (FID on 50k samples, "
-        "each paper its own FID code and time-step schedule). Compare orderings, not values. Bold: ours.", "",
-        table, ""]
+        "each paper its own FID code and time-step schedule). Compare orderings, not values.", ""] + tables
 
 
 def rank_section(rows: pd.DataFrame, published: pd.DataFrame) -> list[str]:
