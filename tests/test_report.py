@@ -173,7 +173,8 @@ def test_report_tables_seeds_and_protocol_split(sweep_report):
 def test_report_published_numbers_and_rank_agreement(sweep_report):
     _, text, _ = sweep_report
     proto_a = section(text, "### Protocol 1", "### Protocol 2")
-    assert "**Different models and datasets**" in proto_a
+    assert "**Different models and datasets**: ours is `digits_ddpm` on `digits`, scored with `digits-cnn` features " \
+           "on 300 samples" in proto_a
     assert "DPM-Solver-fast (uniform logSNR, order mix 3/2/1) | `dpms-txt`" in proto_a
     assert "| **unipc** | **ours** |" in proto_a and "**FID**, ours (bold) and published" in proto_a
     assert "Compared with **DPM-Solver-v3" in proto_a
@@ -200,7 +201,7 @@ def test_published_is_beside_ours_at_nfe_1000(tmp_path):
     rows = [make_row("ddpm", 1000, fid=2.0, options={"variance": "large"})]
     df = report.load_leaderboard(write_leaderboard(tmp_path, rows, samples_for=[]) / "leaderboard.csv")
     table = report.published_matches(df, report.load_published(), "is_mean")
-    assert "| **ddpm** | **ours** |  | digits (8x8), digits-cnn features | **9.80** |" in table
+    assert "| **ddpm** | **ours** |  | digits; digits_ddpm, digits-cnn features | **9.80** |" in table
     assert "| | DDPM | `survey_table5` | CIFAR-10; n/s | 9.46 |" in table.replace("|  |", "| |")
 
 

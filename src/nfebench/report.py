@@ -187,8 +187,8 @@ class Protocol:
 
     def caption(self) -> str:
         n = MISSING if not np.isfinite(self.num_samples) else f"{self.num_samples:g}"
-        return (f"feature extractor `{self.feature_extractor or MISSING}`, reference set `{self.reference or MISSING}`, "
-                f"{n} samples per run")
+        return (f"feature extractor `{self.feature_extractor or MISSING}`, "
+                f"reference set `{self.reference or MISSING}`, {n} samples per run")
 
     def slug(self) -> str:
         n = "na" if not np.isfinite(self.num_samples) else f"{self.num_samples:g}"
@@ -240,7 +240,7 @@ def published_matches(rows: pd.DataFrame, published: pd.DataFrame, metric: str =
         if pub.empty:
             continue
         mine = {r["nfe"]: fmt_cell(r["mean"], r["std"], r["n"]) for _, r in agg[agg["variant"] == variant].iterrows()}
-        table.append([f"**{variant}**", "**ours**", "", "digits (8x8), digits-cnn features"]
+        table.append([f"**{variant}**", "**ours**", "", ours_description(g)]
                      + [f"**{mine.get(v, MISSING)}**" for v in nfes])
         for (source, method, dataset, ckpt), p in pub.groupby(["source", "sampler", "dataset", "model_checkpoint"],
                                                             sort=False):
@@ -469,6 +469,12 @@ def quality_section(model: str, dataset: str, proto: Protocol, rows: pd.DataFram
     return out
 
 
+def ours_description(rows: pd.DataFrame) -> str:
+    """`dataset; model, feature-extractor features` of our rows (one model, dataset and protocol)."""
+    first = rows.iloc[0]
+    return f"{first['dataset']}; {first['model']}, {first['feature_extractor'] or 'no'} features"
+
+
 def published_section(rows: pd.DataFrame, published: pd.DataFrame) -> list[str]:
     fid, inception = published_matches(rows, published, "fid"), published_matches(rows, published, "is_mean")
     head = ["#### Published numbers for the same algorithms at the same NFE", ""]
@@ -478,9 +484,10 @@ def published_section(rows: pd.DataFrame, published: pd.DataFrame) -> list[str]:
     tables = [f"**{name}**, ours (bold) and published:\n\n{t}\n" for name, t in (("FID", fid), ("IS", inception))
               if t is not None]
     return head + [
-        "**Different models and datasets**: ours is an 8x8 digits model scored with digits-cnn features; the "
-        "published rows are CIFAR-10 / CelebA / ImageNet models scored with Inception features (FID on 50k samples, "
-        "each paper its own FID code and time-step schedule). Compare orderings, not values.", ""] + tables
+        f"**Different models and datasets**: ours is `{rows['model'].iloc[0]}` on `{rows['dataset'].iloc[0]}`, scored "
+        f"with `{rows['feature_extractor'].iloc[0]}` features on {fmt_nfe(rows['num_samples'].iloc[0])} samples; "
+        "the published rows are CIFAR-10 / CelebA / ImageNet models scored with Inception features (FID on 50k "
+        "samples, each paper its own FID code and time-step schedule). Compare orderings, not values.", ""] + tables
 
 
 def rank_section(rows: pd.DataFrame, published: pd.DataFrame) -> list[str]:
@@ -508,8 +515,8 @@ def nll_section(model: str, dataset: str, rows: pd.DataFrame, published: pd.Data
         out += [f"### NLL ({caption})", "",
                 f"**NLL** (bits/dim, lower is better). Model `{model}`, dataset `{dataset}` (test split); {caption}"
                 f"{'; mean ± std over seeds (n = seeds)' if seeds else ''}. K = evaluations of the NLL computation "
-                "(`nll_nfe`, else `nfe`).", "", pivot_table(agg, x="nll_k", by="nll_label", first="Sampler / method", column="K"),
-                ""]
+                "(`nll_nfe`, else `nfe`).", "",
+                pivot_table(agg, x="nll_k", by="nll_label", first="Sampler / method", column="K"), ""]
         name = f"nll_vs_k_{slug(model, dataset)}_{tag}.png"
         plot_lines(agg, "nll_k", "nll_label", "K (network evaluations of the NLL computation, log scale)",
                    "NLL (bits/dim)", f"{model} on {dataset}: NLL vs K ({caption})", figures / name)

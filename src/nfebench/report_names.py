@@ -20,7 +20,7 @@ where the paper ran several, one checkpoint, so the published ordering is one co
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
