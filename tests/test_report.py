@@ -130,6 +130,11 @@ def test_kendall_tau_on_constructed_orderings():
     tau, _, n = report.kendall(ours, {"a": 1.0, "b": 2.0, "z": 3.0})
     assert n == 2 and np.isnan(tau)
     assert report.order_text({"x": 3.0, "y": 1.0, "z": 2.0}) == "y < z < x"
+    # gap z - y = 1 < hypot(1, 1): seed noise; x has one seed and borrows the median std 0.5: 1.5 > hypot(1, 0.5)
+    assert report.order_text({"x": 3.5, "y": 1.0, "z": 2.0}, {"y": 1.0, "z": 1.0, "x": float("nan")}) == "y ≈ z < x"
+    assert report.order_text({"x": 2.5, "y": 1.0, "z": 2.0}, {"y": 0.4, "z": 0.6, "x": float("nan")}) == "y < z ≈ x"
+    assert report.order_text({"x": 2.5, "y": 1.0, "z": 2.0}, {"y": np.nan, "z": np.nan, "x": np.nan}) == "y < z < x"
+    assert report.order_text({"x": 3.0, "y": 1.0, "z": 2.0}, {"y": 0.1, "z": 0.1, "x": 0.1}) == "y < z < x"
 
 
 def test_rank_agreement_against_one_published_table(tmp_path):
@@ -178,7 +183,7 @@ def test_report_published_numbers_and_rank_agreement(sweep_report):
     assert "DPM-Solver-fast (uniform logSNR, order mix 3/2/1) | `dpms-txt`" in proto_a
     assert "| **unipc** | **ours** |" in proto_a and "**FID**, ours (bold) and published" in proto_a
     assert "Compared with **DPM-Solver-v3" in proto_a
-    assert "| 10 | 3 | unipc < dpm < ddim | unipc < dpm < ddim | +1.00 |" in proto_a
+    assert "| 10 | 3 | unipc ≈ dpm < ddim | unipc < dpm < ddim | +1.00 |" in proto_a  # 4 vs 5, std 2: noise
 
 
 def test_report_nll_and_figures(sweep_report):
@@ -232,6 +237,14 @@ def test_cli_writes_the_report(tmp_path, capsys):
     write_leaderboard(tmp_path, [make_row("ddim", 10, fid=3.0)])
     assert report.main(["--results", str(tmp_path)]) == 0
     assert (tmp_path / "report.md").read_text().startswith("# nfebench report")
+
+
+def test_cli_rejects_a_file_that_is_not_a_leaderboard(tmp_path, capsys):
+    (tmp_path / "leaderboard.csv").write_text("hello,x\n1,2\n")
+    assert report.main(["--results", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.strip() == (f"nfebench.report: error: {tmp_path / 'leaderboard.csv'} is not an "
+                                               "nfebench leaderboard: no column 'run_id'")
+    assert not (tmp_path / "report.md").exists()
 
 
 def test_cli_missing_leaderboard_is_one_line_exit_2(tmp_path):

@@ -36,6 +36,7 @@ NUMERIC = ["nfe", "nfe_used", "num_samples", "seed", "fid", "is_mean", "is_std",
 QUALITY = [("fid", "FID", "lower is better"), ("is_mean", "IS", "higher is better"),
            ("kid_mean", "KID", "lower is better")]
 PROTOCOL = ["feature_extractor", "reference", "num_samples"]
+REQUIRED = ["run_id", "model", "dataset", "sampler", "nfe"]  # without these a file is not a leaderboard
 MISSING = "–"
 GRID_TILES = 6  # a sample grid is GRID_TILES x GRID_TILES samples
 
@@ -56,6 +57,9 @@ def load_leaderboard(path: Path) -> pd.DataFrame:
         df = read_leaderboard(path)
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
         raise ReportError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+    absent = [c for c in REQUIRED if c not in df.columns]
+    if absent:
+        raise ReportError(f"{path} is not an nfebench leaderboard: no column {absent[0]!r}")
     for c in COLUMNS + NLL_COLUMNS:
         if c not in df.columns:
             df[c] = np.nan
@@ -282,9 +286,19 @@ def kendall(ours: dict, theirs: dict):
     return float(res.statistic), float(res.pvalue), len(common)
 
 
-def order_text(scores: dict) -> str:
-    """`a < b < c`: best (lowest FID) first."""
-    return " < ".join(k for k, _ in sorted(scores.items(), key=lambda kv: (kv[1], kv[0])))
+def order_text(scores: dict, stds: dict | None = None) -> str:
+    """`a < b ≈ c`: best (lowest FID) first; `≈` where the gap is smaller than the two std over seeds combined,
+    sqrt(s1^2 + s2^2). A sampler run with one seed gets the median std of those run with several (seed noise is
+    mostly a matter of model and sample count); with no std at all, every gap is `<`."""
+    ranked = sorted(scores.items(), key=lambda kv: (kv[1], kv[0]))
+    known = [v for v in (stds or {}).values() if np.isfinite(v)]
+    fallback = float(np.median(known)) if known else np.nan
+    stds = {k: v if np.isfinite(v) else fallback for k, v in (stds or {}).items()}
+    text = ranked[0][0] if ranked else ""
+    for (a, va), (b, vb) in zip(ranked, ranked[1:]):
+        noise = np.hypot(stds.get(a, np.nan), stds.get(b, np.nan))
+        text += f" {'≈' if np.isfinite(noise) and vb - va < noise else '<'} {b}"
+    return text
 
 
 def rank_agreement(rows: pd.DataFrame, published: pd.DataFrame) -> list[tuple]:
@@ -297,7 +311,7 @@ def rank_agreement(rows: pd.DataFrame, published: pd.DataFrame) -> list[tuple]:
         ref_rows = ref.rows(published)
         table = []
         for nfe in sorted(agg["nfe"].unique()):
-            ours, theirs = {}, {}
+            ours, theirs, stds = {}, {}, {}
             at = ref_rows[(ref_rows["nfe"] == nfe) & ref_rows["fid"].notna()]
             for _, a in agg[agg["nfe"] == nfe].iterrows():
                 rule = find_rule(first.loc[a["variant"], "sampler"], first.loc[a["variant"], "options"])
@@ -305,9 +319,10 @@ def rank_agreement(rows: pd.DataFrame, published: pd.DataFrame) -> list[tuple]:
                 match = at[at["sampler"].isin(names)]
                 if len(match):
                     ours[a["variant"]], theirs[a["variant"]] = a["mean"], float(match["fid"].iloc[0])
+                    stds[a["variant"]] = a["std"]
             tau, p, n = kendall(ours, theirs)
             if n >= 3:
-                table.append([fmt_nfe(nfe), str(n), order_text(ours), order_text(theirs), f"{tau:+.2f}", fmt(p)])
+                table.append([fmt_nfe(nfe), str(n), order_text(ours, stds), order_text(theirs), f"{tau:+.2f}", fmt(p)])
         if table:
             out.append((ref, table))
     return out
@@ -351,7 +366,12 @@ def plot_lines(agg: pd.DataFrame, x: str, by: str, xlabel: str, ylabel: str, tit
             ax.fill_between(g[x], g["mean"] - std, g["mean"] + std, color=color, alpha=0.15, lw=0)
     ax.set_xscale("log")
     if log_y and (agg["mean"] > 0).all() and agg["mean"].max() > 20 * agg["mean"].min():
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_locator(NullLocator())
         ylabel += " (log scale)"
     xs = sorted(agg[x].unique())
     ax.set_xticks(xs)
@@ -460,7 +480,7 @@ def quality_section(model: str, dataset: str, proto: Protocol, rows: pd.DataFram
     if not agg.empty:
         name = f"fid_vs_nfe_{slug(model, dataset)}_{proto.slug()}.png"
         plot_lines(agg, "nfe", "variant", "NFE (network evaluations per sample, log scale)",
-                   f"FID ({proto.feature_extractor} features)",
+                   f"FID, {proto.feature_extractor} features",
                    f"{model} on {dataset}: FID vs NFE\n{proto.feature_extractor}, {proto.reference}, "
                    f"{proto.num_samples:g} samples", figures / name, log_y=True)
         out += [f"![FID vs NFE, {model}, protocol {index}](figures/{name})", ""]
@@ -498,7 +518,10 @@ def rank_section(rows: pd.DataFrame, published: pd.DataFrame) -> list[str]:
                        ""]
     out = head + ["Kendall tau-b (`scipy.stats.kendalltau`) between our mean-FID ordering and the published one, "
                   "over the samplers both have at that NFE; +1 = same order, -1 = reversed. With 3-5 samplers "
-                  "tau moves in large steps and the p-value is rarely small.", ""]
+                  "tau moves in large steps and the p-value is rarely small. In our order, `a ≈ b` marks a gap smaller "
+                  "than the seed spread sqrt(std_a^2 + std_b^2) (a one-seed sampler borrows the median std of the "
+                  "several-seed ones at that NFE; no `≈` without any several-seed run): a swap there against the "
+                  "published order is noise, not disagreement.", ""]
     for ref, table in results:
         caveat = f" Caveat: {ref.caveats}." if ref.caveats else ""
         out += [f"Compared with **{ref.title}** (source keys {', '.join(f'`{s}`' for s in ref.sources)}).{caveat}",
