@@ -632,6 +632,9 @@ def main(argv: list[str] | None = None) -> int:
     except ReportError as e:
         print(f"nfebench.report: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # e.g. DIR not writable
+        print(f"nfebench.report: error: cannot write the report: {e}", file=sys.stderr)
+        return 2
     print(f"wrote {path} and {path.parent / 'figures'}/")
     return 0
 
