@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 import nfebench.__main__ as entry
 
 CONF = entry.CONF_DIR
-GROUPS = ["model", "sampler", "dataset", "metrics"]
+GROUPS = ["model", "sampler", "dataset", "metrics", "experiment"]
 
 
 def options(group):
