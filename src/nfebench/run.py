@@ -360,7 +360,7 @@ def print_row(row: dict, board: Path, timings: dict) -> None:
             "feature_extractor", "reference"] + (["nll_bpd", "nll_method", "nll_variance", "nll_nfe"]
                                                   if row.get("nll_method") else [])
     w = max(len(k) for k in keys)
-    spent = ", ".join(f"{k.split('_')[0]} {v:.1f} s" for k, v in timings.items())
+    spent = ", ".join(f"{k.split('_')[0]} {v:.1f} s" for k, v in timings.items() if v or k != "nll_seconds")
     print("\n".join([""] + [f"  {k:<{w}}  {fmt(row.get(k))}" for k in keys]
                     + [f"  {'time':<{w}}  {spent}", f"  -> appended to {board} (run {row['run_id']})", ""]))
 
