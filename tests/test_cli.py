@@ -69,6 +69,10 @@ def test_end_to_end_run_from_another_directory(tmp_path, tiny_unet_dir):
 
 @pytest.mark.parametrize("args, needle", [
     (["sampler.name=nope"], "unknown sampler 'nope'"),
+    (["sampler=nope"], "unknown sampler 'nope'; allowed: analytic_ddim, analytic_ddpm, ddim"),
+    (["model=nope"], "unknown model 'nope'; allowed: "),
+    (["dataset=imagenet"], "unknown dataset 'imagenet'; allowed: "),
+    (["-m", "sampler=ddim,dmp"], "unknown sampler 'dmp'"),
     (["nfe=0"], "nfe=0 is below the minimum"),
     (["nfe=abc"], "nfe must be a positive integer, got 'abc'"),
     (["num_samples=0"], "num_samples must be a positive integer, got 0"),

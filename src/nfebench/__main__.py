@@ -65,9 +65,30 @@ def _app(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+GROUPS = ("model", "sampler", "dataset", "metrics", "experiment")
+
+
+def check_group_choices(args: list[str]) -> str | None:
+    """A one-line error for `group=choice` overrides naming a config that does not exist (Hydra's own message
+    spans a dozen lines). Sweeps (`sampler=ddim,dpm`) are checked choice by choice."""
+    for arg in args:
+        key, sep, value = arg.lstrip("+~").partition("=")
+        if not sep or key not in GROUPS or value in ("null", ""):
+            continue
+        allowed = sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml"))
+        for choice in value.split(","):
+            if choice not in allowed:
+                return f"unknown {key} {choice!r}; allowed: {', '.join(allowed)}"
+    return None
+
+
 def main() -> None:
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
+    bad = check_group_choices(sys.argv[1:])
+    if bad:
+        print(f"nfebench: error: {bad}", file=sys.stderr)
+        sys.exit(2)
     _app()
 
 
