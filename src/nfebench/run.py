@@ -240,6 +240,9 @@ def analytic_moments_for(model, p: Point, progress=True) -> str:
     return info["path"]
 
 
+CHAIN_SAMPLERS = ("ddpm", "ddim", "analytic_ddpm", "analytic_ddim")
+
+
 def measure_nll(model, p: Point, progress=True) -> dict:
     """NLL of the dataset's test split in bits/dim (metrics.nll = vlb | ode), see nfebench.metrics.nll."""
     from .metrics.nll import nll
@@ -248,10 +251,14 @@ def measure_nll(model, p: Point, progress=True) -> dict:
     method = m.get("nll") or "none"
     if method == "none":
         return {}
-    nfe = p.nfe if m.get("nll_nfe") == "run" else m.get("nll_nfe")
+    nfe = m.get("nll_nfe")
+    if nfe == "auto":  # vlb: the run's own K-step chain; ode: the adaptive reference solver
+        nfe = p.nfe if method == "vlb" else None
     opts = {**(m.get("nll_options") or {}), "num_images": m.get("nll_num_images")}
     if method == "vlb":
         opts["variance"] = m.get("nll_variance", "small")
+        if p.sampler in CHAIN_SAMPLERS and "spacing" not in opts:  # the bound on the sampler's own subsequence
+            opts["spacing"] = p.sampler_options["spacing"]
         if opts["variance"] == "analytic" and opts.get("moments") is None:
             opts["moments"] = analytic_moments_for(model, p, progress)
     test = load_split(p.dataset["name"], "test", **p.dataset.get("options", {}))
