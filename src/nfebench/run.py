@@ -252,7 +252,7 @@ def measure_nll(model, p: Point, progress=True) -> dict:
     if method == "none":
         return {}
     nfe = m.get("nll_nfe")
-    if nfe == "auto":  # vlb: the run's own K-step chain; ode: the adaptive reference solver
+    if nfe == "run":  # vlb: the run's own K-step chain; ode: the adaptive reference solver
         nfe = p.nfe if method == "vlb" else None
     opts = {**(m.get("nll_options") or {}), "num_images": m.get("nll_num_images")}
     if method == "vlb":
