@@ -307,9 +307,9 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     run_dir = p.results_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
-        lock = FileLock(str(run_dir) + ".lock").acquire(timeout=0)
+        lock = FileLock(str(run_dir / ".lock")).acquire(timeout=0)
     except Timeout:
-        raise ConfigError(f"run {run_id} is already running in another process (lock {run_dir}.lock)") from None
+        raise ConfigError(f"run {run_id} is already running in another process (lock {run_dir / '.lock'})") from None
     with lock:
         return _run_locked(p, model, run_id, run_dir, board, progress)
 
