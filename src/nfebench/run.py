@@ -299,10 +299,10 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     t_load = time.perf_counter()
     model_opts = {k: v for k, v in p.model.items() if k not in ("kind", "note")}
     model = load_model(p.model["kind"], device=p.device, **model_opts)
-    dry_run(p.sampler, p.nfe, model.betas, **p.sampler_options)  # bad options fail here, before any sampling
-    model.load_seconds = time.perf_counter() - t_load
     if p.sampler.startswith("analytic_") and p.sampler_options.get("moments") is None:
         p.sampler_options = {**p.sampler_options, "moments": analytic_moments_for(model, p, progress)}
+    dry_run(p.sampler, p.nfe, model.betas, **p.sampler_options)  # bad options fail here, before any sampling
+    model.load_seconds = time.perf_counter() - t_load
 
     run_dir = p.results_dir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
