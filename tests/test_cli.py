@@ -90,3 +90,15 @@ def test_bad_input_is_one_line_exit_2_no_traceback_no_row(tmp_path, tiny_unet_di
     assert r.stderr.strip().splitlines()[-1] == err[0]
     assert "Traceback" not in r.stderr + r.stdout
     assert not (Path(tmp_path) / "leaderboard.csv").exists()
+
+
+def test_analytic_samplers_run_through_the_cli_with_moments_cached_beside_the_checkpoint(tmp_path, tiny_unet_dir):
+    args = [f"model.path={tiny_unet_dir}", f"results_dir={tmp_path}", "sampler=analytic_ddim", "nfe=5",
+            "num_samples=8", "metrics=none"]
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert "Analytic-DPM moments" in r.stdout and "not counted in NFE" in r.stdout
+    assert list(tiny_unet_dir.glob("analytic_moments_*.npz"))
+    assert pd.read_csv(tmp_path / "leaderboard.csv").nfe_used.tolist() == [5]
+    r = run_cli(*args, "nfe=6")  # the second run reuses the cached moments
+    assert r.returncode == 0 and "moments: cached" in r.stdout
