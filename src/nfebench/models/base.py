@@ -22,6 +22,7 @@ class EpsModel:
     dtype: torch.dtype = torch.float32  # the dtype x should be in
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     calls: int = 0  # forward calls (each one a whole batch), counted here whatever the caller does
+    module: torch.nn.Module | None = None  # the network behind fn, if any (runtime: channels_last, compile)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.calls += 1
