@@ -29,8 +29,12 @@ def user_errors() -> tuple:
     from .models import ModelError
     from .run import ConfigError
     from .samplers import SamplerError
+    from .data import DataError  # >>> gpu: datasets, runtime options, torchrun
+    from .distributed import DistributedError
+    from .runtime import RuntimeConfigError  # <<< gpu
 
-    return ConfigError, SamplerError, ModelError, MetricsError, LeaderboardError
+    return (ConfigError, SamplerError, ModelError, MetricsError, LeaderboardError,
+            DataError, DistributedError, RuntimeConfigError)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")

@@ -37,6 +37,12 @@ COLUMNS = [
     "samples_per_second",  # num_samples / sampling_seconds
     "device",              # cpu | cuda:0 (+ GPU name)
     "nfebench_version",
+    "precision",           # what the network computed in: fp32 | tf32 | bf16 | fp64 (runtime.tf32 / runtime.autocast)
+    "channels_last",       # runtime.channels_last
+    "compiled",            # runtime.compile (torch.compile; its compile time is inside sampling_seconds)
+    "peak_gpu_mem_mb",     # peak CUDA memory allocated while sampling (max over ranks); empty on CPU
+    "batch_size_used",     # batch size that fit (smaller than batch_size after an out-of-memory backoff)
+    "world_size",          # torchrun processes that sampled (1 without torchrun)
 ]
 
 

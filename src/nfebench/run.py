@@ -171,12 +171,20 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
         if (done["run_id"] == run_id).any():
             print(f"[nfebench] {run_id} is already in {board}; skipping (force=true re-runs it)")
             return None
+    # >>> gpu: torchrun ranks, runtime options, preflight of data/weights (nfebench.runtime, nfebench.distributed)
+    from .runtime import begin
+    session = begin(p)  # under torchrun: p.device becomes this rank's GPU
+    # <<< gpu
     model_opts = {k: v for k, v in p.model.items() if k not in ("kind", "note")}
     model = load_model(p.model["kind"], device=p.device, **model_opts)
     dry_run(p.sampler, p.nfe, model.betas, **p.sampler_options)  # bad options fail here, before any sampling
 
     seeds = sample_seeds(p.seed, p.num_samples)
-    samples, nfe_used, secs = generate(model, p, seeds, progress)
+    # >>> gpu: this rank's share of the seeds, OOM backoff, gather to rank 0 (only rank 0 goes on)
+    samples, nfe_used, secs, gpu_row = session.generate(model, p, seeds, generate, progress)
+    if samples is None:
+        return None
+    # <<< gpu
     run_dir = p.results_dir / "runs" / run_id
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(p.cfg)))
     buf = io.BytesIO()
@@ -193,6 +201,7 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
         "num_samples": p.num_samples, "seed": p.seed, **metrics,
         "sampling_seconds": round(secs, 3), "samples_per_second": round(p.num_samples / secs, 2),
         "device": device_name, "nfebench_version": __version__,
+        **gpu_row,  # gpu: precision, channels_last, compiled, peak_gpu_mem_mb, batch_size_used, world_size
     }
     atomic_write_text(run_dir / "metrics.json", json.dumps(row, indent=2) + "\n")
     append_row(board, row)
