@@ -1,8 +1,10 @@
 """Multi-process sampling on one node: `torchrun --nproc_per_node=N -m nfebench ...`.
 
-Each rank samples a contiguous block of the per-sample seeds (rank r: indices [r*n//N, (r+1)*n//N)); rank 0 gathers
-the uint8 samples in rank order, so the gathered tensor is the single-process result for the same seed (sample i's
-noise depends on (seed, i) alone). Only rank 0 writes files and leaderboard rows and computes metrics.
+Each rank samples a contiguous block of whole batches of the per-sample seeds (with B batches of batch_size, rank r
+takes batches [ceil(r*B/N), ceil((r+1)*B/N))); rank 0 gathers the uint8 samples in rank order. Sample i's noise depends on
+(seed, i) alone and every sample runs in the same batch as in a single process, so the gathered tensor is the
+single-process result for the same seed, bit for bit on the same hardware (unless an out-of-memory backoff changed
+one rank's batch size). A rank may get no batch when there are fewer batches than ranks. Only rank 0 writes files and leaderboard rows and computes metrics.
 Backend: nccl on CUDA (rank r uses cuda:LOCAL_RANK), gloo on CPU. Without torchrun's WORLD_SIZE>1, everything
 here is a no-op and rank 0 is the only rank.
 """
@@ -32,28 +34,29 @@ class DistContext:
         return self.rank == 0
 
     # -- seeds ------------------------------------------------------------------------------------------------
-    def bounds(self, n: int) -> tuple[int, int]:
-        return self.rank * n // self.world_size, (self.rank + 1) * n // self.world_size
+    def bounds(self, n: int, align: int = 1) -> tuple[int, int]:
+        """[lo, hi) of this rank's items: whole blocks of `align` items (the batch size), contiguous, in rank order."""
+        blocks = -(-n // align)
+        lo, hi = -(-self.rank * blocks // self.world_size), -(-(self.rank + 1) * blocks // self.world_size)  # ceil
+        return min(lo * align, n), min(hi * align, n)
 
-    def shard(self, items: list) -> list:
-        """This rank's contiguous block of `items` (all of them when not distributed)."""
-        if len(items) < self.world_size:
-            raise DistributedError(f"num_samples={len(items)} is smaller than the {self.world_size} torchrun "
-                                   f"processes; use num_samples >= nproc_per_node")
-        lo, hi = self.bounds(len(items))
+    def shard(self, items: list, align: int = 1) -> list:
+        """This rank's contiguous block of `items` (all of them when not distributed); may be empty."""
+        lo, hi = self.bounds(len(items), align)
         return items[lo:hi]
 
     # -- collectives ----------------------------------------------------------------------------------------------
     def _comm_device(self) -> torch.device:
         return torch.device(self.device if self.device.startswith("cuda") else "cpu")
 
-    def gather_samples(self, local: torch.Tensor, n_total: int) -> torch.Tensor | None:
+    def gather_samples(self, local: torch.Tensor, n_total: int, align: int = 1) -> torch.Tensor | None:
         """The uint8 samples of all ranks, in rank (= seed index) order, on rank 0; None on the other ranks."""
         if self.world_size == 1:
             return local
         import torch.distributed as dist
 
-        sizes = [hi - lo for lo, hi in (DistContext(r, self.world_size).bounds(n_total) for r in range(self.world_size))]
+        sizes = [hi - lo for lo, hi in (DistContext(r, self.world_size).bounds(n_total, align)
+                                        for r in range(self.world_size))]
         if local.shape[0] != sizes[self.rank]:
             raise RuntimeError(f"rank {self.rank} produced {local.shape[0]} samples, expected {sizes[self.rank]}")
         dev = self._comm_device()

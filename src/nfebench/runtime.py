@@ -166,15 +166,18 @@ class Session:
         """
         try:
             model = prepare_model(model, self.opts, p.device)
-            mine = self.dist.shard(seeds)
+            mine = self.dist.shard(seeds, align=p.batch_size)  # whole batches: the same batches as one process
             cuda = str(p.device).startswith("cuda")
             if cuda:
                 torch.cuda.synchronize(p.device)
                 torch.cuda.reset_peak_memory_stats(p.device)
-            local, nfe_used, secs, bs = generate_with_backoff(
-                lambda q, s: generate(model, q, s, progress and self.dist.is_main), p, mine, self.opts)
+            if mine:
+                local, nfe_used, secs, bs = generate_with_backoff(
+                    lambda q, s: generate(model, q, s, progress and self.dist.is_main), p, mine, self.opts)
+            else:  # fewer batches than torchrun processes: this rank has none
+                local, nfe_used, secs, bs = torch.empty((0, *model.sample_shape), dtype=torch.uint8), 0, 0.0, p.batch_size
             peak = torch.cuda.max_memory_allocated(p.device) / 2**20 if cuda else float("nan")
-            samples = self.dist.gather_samples(local, len(seeds))
+            samples = self.dist.gather_samples(local, len(seeds), align=p.batch_size)
             nfe_used, secs, peak = self.dist.reduce([nfe_used, secs, peak], "max")
             (bs,) = self.dist.reduce([bs], "min")
         finally:
