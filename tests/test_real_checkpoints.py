@@ -154,26 +154,31 @@ def test_error_model_dir_missing_or_unset(monkeypatch, capsys, tmp_path):
 
 
 def test_error_cifar10_missing(monkeypatch, capsys, tmp_path, tiny_unet_dir):
-    msg = _error(monkeypatch, capsys, tmp_path, f"model.path={tiny_unet_dir}", "dataset=cifar10",
+    msg = _error(monkeypatch, capsys, tmp_path, "model=diffusers", f"model.path={tiny_unet_dir}", "dataset=cifar10",
                  f"dataset.root={tmp_path}/data", "dataset.download=false")
     assert f"{tmp_path}/data/cifar-10-batches-py/data_batch_1" in msg and "cifar-10-python.tar.gz" in msg
     assert "dataset.download=true" in msg
 
 
 def test_error_inception_weights_missing(monkeypatch, capsys, tmp_path, tiny_unet_dir, fake_cifar):
-    msg = _error(monkeypatch, capsys, tmp_path, f"model.path={tiny_unet_dir}", "dataset=cifar10",
+    msg = _error(monkeypatch, capsys, tmp_path, "model=diffusers", f"model.path={tiny_unet_dir}", "dataset=cifar10",
                  f"dataset.root={fake_cifar[0]}", "dataset.download=false")
     hub = tmp_path / "torch-home" / "hub" / "checkpoints" / INCEPTION_FILE
     assert f"Inception weights '{hub}' are missing" in msg and INCEPTION_URL in msg
     assert "metrics.feature_extractor_weights_path=" in msg
-    msg = _error(monkeypatch, capsys, tmp_path, f"model.path={tiny_unet_dir}", "dataset=cifar10",
+    msg = _error(monkeypatch, capsys, tmp_path, "model=diffusers", f"model.path={tiny_unet_dir}", "dataset=cifar10",
                  f"dataset.root={fake_cifar[0]}", "dataset.download=false",
                  f"metrics.feature_extractor_weights_path={tmp_path}/w.pth")
     assert f"'{tmp_path}/w.pth' not found" in msg
 
 
+def test_error_model_scored_against_another_dataset(monkeypatch, capsys, tmp_path, cifar_unet_dir):
+    msg = _error(monkeypatch, capsys, tmp_path, "model=ddpm_cifar10", f"model.path={cifar_unet_dir}")
+    assert "'ddpm_cifar10' was trained on cifar10 but dataset=digits" in msg and "add dataset=cifar10" in msg
+
+
 def test_error_folder_and_runtime_options(monkeypatch, capsys, tmp_path, tiny_unet_dir):
-    msg = _error(monkeypatch, capsys, tmp_path, f"model.path={tiny_unet_dir}", "dataset=folder")
+    msg = _error(monkeypatch, capsys, tmp_path, "model=diffusers", f"model.path={tiny_unet_dir}", "dataset=folder")
     assert "dataset.path is not set" in msg
     msg = _error(monkeypatch, capsys, tmp_path, f"model.path={tiny_unet_dir}", "metrics=none", "++runtime.autocast=fp16")
     assert "unknown runtime.autocast 'fp16'; allowed: null, bf16" in msg

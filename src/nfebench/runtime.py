@@ -141,8 +141,13 @@ def preflight(p) -> None:
     m = p.metrics
     if not (m.get("fid") or m.get("isc") or m.get("kid")):
         return
-    from .data import load_split
+    from .data import DataError, load_split
 
+    trained_on = p.model.get("dataset")
+    if trained_on and trained_on != p.dataset["name"] and p.dataset["name"] != "folder":
+        raise DataError(f"model {p.model.get('name')!r} was trained on {trained_on} but dataset={p.dataset['name']} "
+                        f"is the FID reference; add dataset={trained_on} (or dataset=folder dataset.path=DIR, or "
+                        f"metrics=none)")
     load_split(p.dataset["name"], "train", **p.dataset.get("options", {}))  # cached: score() reuses it
     if m.get("feature_extractor") == "inception-v3-compat":
         from .metrics.fidelity import inception_weights_path

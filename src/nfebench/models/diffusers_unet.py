@@ -58,7 +58,7 @@ def _resolve(path: str) -> tuple[Path, str | None]:
 
 def load_diffusers(path: str | None = None, device="cpu", name: str | None = None, dtype: str = "float32", dataset: str | None = None,
                    **_unused) -> EpsModel:
-    """Load a UNet2DModel as an EpsModel. `dataset` names what it was trained on (informational)."""
+    """Load a UNet2DModel as an EpsModel. `dataset` names what it was trained on (checked by runtime.preflight)."""
     from diffusers import UNet2DModel
     from diffusers.utils import logging as diffusers_logging
 
