@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gpu_helpers import cli, save_cifar10_unet, save_random_inception, write_fake_cifar10
+from .gpu_helpers import cli, save_cifar10_unet, save_random_inception, write_fake_cifar10
 from nfebench.data import DataError, load_split
 from nfebench.metrics import fidelity
 from nfebench.metrics.fidelity import INCEPTION_URL, MetricsError, compute_fidelity, inception_weights_path
