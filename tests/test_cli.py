@@ -33,8 +33,11 @@ def test_every_config_composes(group):
                 assert set(cfg.sampler) - {"name"} == set(spec.options), f"{opt}.yaml must list every option"
 
 
+SRC = str(Path(__file__).resolve().parents[1] / "src")  # the checkout under test, whatever is installed
+
+
 def run_cli(*args, cwd=None):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([sys.executable, "-m", "nfebench", *args], capture_output=True, text=True, cwd=cwd,
                           env=env, timeout=300)

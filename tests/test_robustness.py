@@ -15,11 +15,11 @@ import torch
 
 from nfebench.leaderboard import COLUMNS, append_row
 
-from .test_cli import error_lines, run_cli
+from .test_cli import SRC, error_lines, run_cli
 
 
 def cli_env():
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": SRC}
     env.pop("HYDRA_FULL_ERROR", None)
     return env
 

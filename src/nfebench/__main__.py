@@ -9,13 +9,11 @@ from __future__ import annotations
 import os
 import secrets
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-ROOT = Path(__file__).resolve().parents[2]  # the repository (nfebench is installed editable)
-CONF_DIR = ROOT / "conf"
+from .paths import CONF_DIR, ROOT  # noqa: E402  (the repository, installed editable, and its conf/)
 
 if not OmegaConf.has_resolver("nfebench_root"):
     OmegaConf.register_new_resolver("nfebench_root", lambda: str(ROOT))
@@ -41,8 +39,12 @@ def user_errors() -> tuple:
     from .models import ModelError
     from .run import ConfigError, RunFailed
     from .samplers import SamplerError
+    from .data import DataError  # >>> gpu: datasets, runtime options, torchrun
+    from .distributed import DistributedError
+    from .runtime import RuntimeConfigError  # <<< gpu
 
-    return ConfigError, SamplerError, ModelError, MetricsError, LeaderboardError, RunFailed, NLLError, MomentsError
+    return (ConfigError, SamplerError, ModelError, MetricsError, LeaderboardError, RunFailed, NLLError, MomentsError,
+            DataError, DistributedError, RuntimeConfigError)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")

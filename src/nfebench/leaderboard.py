@@ -42,6 +42,13 @@ COLUMNS = [
     "nll_variance",        # vlb's reverse variance: small | large | analytic (empty for ode)
     "nll_nfe",             # evaluations per test image the NLL spent (K for vlb; mean forward passes for ode)
     "nll_num_images",      # test images the NLL was averaged over
+    # --- added with the GPU runner ---
+    "precision",           # what the network computed in: fp32 | tf32 | bf16 | fp64 (runtime.tf32 / runtime.autocast)
+    "channels_last",       # runtime.channels_last
+    "compiled",            # runtime.compile (torch.compile; its compile time is inside sampling_seconds)
+    "peak_gpu_mem_mb",     # peak CUDA memory allocated while sampling (max over ranks); empty on CPU
+    "batch_size_used",     # batch size that fit (smaller than batch_size after an out-of-memory backoff)
+    "world_size",          # torchrun processes that sampled (1 without torchrun)
 ]
 
 

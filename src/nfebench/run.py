@@ -36,8 +36,10 @@ from .data import load_split
 from .images import to_uint8
 from .leaderboard import append_row, atomic_write_bytes, atomic_write_text, read_leaderboard
 from .models import load_model
+from .paths import portable
 from .api import check_nfe, dry_run
 from .samplers import CountedEps, PerSampleNoise, get_sampler
+from .runtime import begin
 from .schedule import VPSchedule
 
 
@@ -109,7 +111,11 @@ def validate(cfg: DictConfig | dict) -> Point:
 def run_key(p: Point) -> str:
     """run_id: readable prefix + hash of everything that determines the samples and scores."""
     keyed = {k: v for k, v in p.cfg.items() if k not in NON_KEY_FIELDS}
+    runtime = keyed.pop("runtime", None) or {}  # tf32/channels_last/compile change speed, not the samples' meaning;
+    if runtime.get("autocast"):                 # bf16 autocast changes the numbers, so it is part of the key
+        keyed["autocast"] = runtime["autocast"]
     keyed["sampler"] = {"name": p.sampler, **p.sampler_options}
+    keyed = portable(keyed)  # the repository's own checkpoints are named relative to it: one key in every clone
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{p.model.get('name', 'model')}-{p.sampler}-nfe{p.nfe}-s{p.seed}-{digest}"
 
@@ -296,6 +302,7 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
         print(f"[nfebench] {key} is already in {board}; skipping (force=true runs it again)")
         return None
     run_id = key if not done else f"{key}.{len(done) + 1}"  # a forced re-run gets its own id and directory
+    session = begin(p)  # torchrun ranks (p.device becomes this rank's GPU), runtime options, preflight of data/weights
     t_load = time.perf_counter()
     model_opts = {k: v for k, v in p.model.items() if k not in ("kind", "note")}
     model = load_model(p.model["kind"], device=p.device, **model_opts)
@@ -305,34 +312,46 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     model.load_seconds = time.perf_counter() - t_load
 
     run_dir = p.results_dir / "runs" / run_id
+    if not session.dist.is_main:  # a torchrun rank other than 0 only samples its share; rank 0 writes everything
+        return session.generate(model, p, sample_seeds(p.seed, p.num_samples), _generator(None), progress)[0]
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         lock = FileLock(str(run_dir / ".lock")).acquire(timeout=0)
     except Timeout:
+        session.dist.finish()
         raise ConfigError(f"run {run_id} is already running in another process (lock {run_dir / '.lock'})") from None
     with lock:
-        return _run_locked(p, model, run_id, run_dir, board, progress)
+        return _run_locked(p, model, session, run_id, run_dir, board, progress)
 
 
-def _run_locked(p: Point, model, run_id: str, run_dir: Path, board: Path, progress: bool) -> dict:
+def _generator(shard_dir: Path | None):
+    """generate() in the form Session.generate calls it: (model, point, seeds, progress)."""
+    return lambda model, p, seeds, progress: generate(model, p, seeds, shard_dir, progress)
+
+
+def _run_locked(p: Point, model, session, run_id: str, run_dir: Path, board: Path, progress: bool) -> dict:
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(p.cfg)))
     (run_dir / "status.json").unlink(missing_ok=True)
     seeds = sample_seeds(p.seed, p.num_samples)
     final = run_dir / "samples.npz"
-    if final.exists():  # sampling finished earlier; the run stopped before its row was written
+    single = session.dist.world_size == 1  # shards and resume are per process: under torchrun a run starts over
+    if single and final.exists():  # sampling finished earlier; the run stopped before its row was written
+        session.dist.finish()
         with np.load(final) as z:
             samples = torch.from_numpy(z["samples"])
         prev = json.loads((run_dir / "sampling.json").read_text())
-        nfe_used, secs = prev["nfe_used"], prev["sampling_seconds"]
+        nfe_used, secs, gpu_row = prev["nfe_used"], prev["sampling_seconds"], prev["gpu_row"]
         print(f"[nfebench] reusing the finished samples in {final}")
     else:
         try:
-            samples, nfe_used, secs = generate(model, p, seeds, run_dir / "shards", progress)
+            samples, nfe_used, secs, gpu_row = session.generate(
+                model, p, seeds, _generator(run_dir / "shards" if single else None), progress)
         except RunFailed as e:
             atomic_write_text(run_dir / "status.json", json.dumps({"status": "failed", "error": str(e)}, indent=2))
             raise RunFailed(f"{e}; run marked failed, samples kept in {run_dir}") from None
         _save_npz(final, samples=samples.numpy(), seeds=np.array(seeds, dtype=np.uint32))
-        atomic_write_text(run_dir / "sampling.json", json.dumps({"nfe_used": nfe_used, "sampling_seconds": secs}))
+        atomic_write_text(run_dir / "sampling.json",
+                          json.dumps({"nfe_used": nfe_used, "sampling_seconds": secs, "gpu_row": gpu_row}))
         shutil.rmtree(run_dir / "shards", ignore_errors=True)
     save_grid(samples, run_dir / "grid.png")
 
@@ -342,7 +361,9 @@ def _run_locked(p: Point, model, run_id: str, run_dir: Path, board: Path, progre
     likelihood = measure_nll(model, p, progress)
     metrics.update(likelihood.get("row", {}))
     timings = {"load_seconds": round(getattr(model, "load_seconds", 0.0), 3), "sampling_seconds": round(secs, 3),
-               "scoring_seconds": round(t_nll - t_score, 3), "nll_seconds": round(time.perf_counter() - t_nll, 3)}
+               "scoring_seconds": round(t_nll - t_score, 3)}
+    if likelihood:
+        timings["nll_seconds"] = round(time.perf_counter() - t_nll, 3)
     device_name = p.device + (f" ({torch.cuda.get_device_name(p.device)})" if p.device.startswith("cuda") else "")
     row = {
         "run_id": run_id, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -351,6 +372,7 @@ def _run_locked(p: Point, model, run_id: str, run_dir: Path, board: Path, progre
         "num_samples": p.num_samples, "seed": p.seed, **metrics,
         "sampling_seconds": round(secs, 3), "samples_per_second": round(p.num_samples / secs, 2),
         "device": device_name, "nfebench_version": __version__,
+        **gpu_row,  # gpu: precision, channels_last, compiled, peak_gpu_mem_mb, batch_size_used, world_size
     }
     details = {"timings": timings, **({"nll": likelihood["nll"]} if likelihood else {})}
     atomic_write_text(run_dir / "metrics.json", json.dumps({**row, **details}, indent=2, default=str) + "\n")
@@ -367,7 +389,7 @@ def print_row(row: dict, board: Path, timings: dict) -> None:
             "feature_extractor", "reference"] + (["nll_bpd", "nll_method", "nll_variance", "nll_nfe"]
                                                   if row.get("nll_method") else [])
     w = max(len(k) for k in keys)
-    spent = ", ".join(f"{k.split('_')[0]} {v:.1f} s" for k, v in timings.items() if v or k != "nll_seconds")
+    spent = ", ".join(f"{k.split('_')[0]} {v:.1f} s" for k, v in timings.items())
     print("\n".join([""] + [f"  {k:<{w}}  {fmt(row.get(k))}" for k in keys]
                     + [f"  {'time':<{w}}  {spent}", f"  -> appended to {board} (run {row['run_id']})", ""]))
 

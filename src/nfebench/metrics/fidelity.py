@@ -91,6 +91,44 @@ def _file_digest(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
 
+# >>> gpu: Inception weights (torch hub cache or an explicit file), with a one-line error when neither is there
+INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+
+
+def inception_weights_path(weights_path: str | None = None, download: bool = True) -> str:
+    """The Inception weights file to use: `weights_path` if given, else torch-fidelity's file in the torch hub cache
+    (downloaded there when missing and the network allows). A MetricsError names the file and both ways to supply it.
+    """
+    if weights_path is not None:
+        if not Path(weights_path).expanduser().is_file():
+            raise MetricsError(f"Inception weights {str(weights_path)!r} not found (metrics.feature_extractor_weights_"
+                               f"path); put {INCEPTION_URL.rsplit('/', 1)[1]} from {INCEPTION_URL} there")
+        return str(Path(weights_path).expanduser())
+    hub_file = Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_URL.rsplit("/", 1)[1]
+    if hub_file.is_file():
+        return str(hub_file)
+    reason = "download disabled"
+    if download:
+        try:
+            hub_file.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(INCEPTION_URL, str(hub_file), progress=False)
+            return str(hub_file)
+        except Exception as e:  # offline, proxy, disk
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+    raise MetricsError(f"Inception weights {str(hub_file)!r} are missing and could not be downloaded ({reason}); "
+                       f"copy {INCEPTION_URL} to that path (the torch hub cache, $TORCH_HOME/hub/checkpoints), or pass "
+                       f"metrics.feature_extractor_weights_path=/path/to/{hub_file.name}")
+
+
+def _tensor_digest(x: torch.Tensor) -> str:
+    """Content digest of the reference images: two references that share a name but not their pixels (two folders,
+    a partial CIFAR-10 copy) never share cached features."""
+    h = hashlib.sha256(str((tuple(x.shape), str(x.dtype))).encode())
+    h.update(x.contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+# <<< gpu
+
+
 def compute_fidelity(samples: torch.Tensor, reference: torch.Tensor, reference_name: str, feature_extractor: str,
                      weights_path: str | None = None, fid=True, isc=True, kid=True, batch_size: int = 500,
                      device="cpu", cache_dir: str | Path | None = None, verbose=True) -> dict:
@@ -101,12 +139,34 @@ def compute_fidelity(samples: torch.Tensor, reference: torch.Tensor, reference_n
     """
     if feature_extractor not in FEATURE_LAYERS:
         raise MetricsError(f"unknown feature extractor {feature_extractor!r}; allowed: {', '.join(FEATURE_LAYERS)}")
+    if feature_extractor == "inception-v3-compat":  # >>> gpu
+        weights_path = inception_weights_path(weights_path)
+        for what, x in (("samples", samples), ("reference images", reference)):
+            if x.shape[1] != 3:
+                raise MetricsError(f"inception-v3-compat needs RGB images but the {what} have {x.shape[1]} "
+                                   f"channel(s); use a dataset of RGB images or the dataset's own extractor")
+    # <<< gpu
     if weights_path is not None and not Path(weights_path).is_file():
         raise MetricsError(f"feature-extractor weights {str(weights_path)!r} not found")
     layers = FEATURE_LAYERS[feature_extractor]
     tag = _file_digest(weights_path) if weights_path else "default"
+    tag += "-" + _tensor_digest(reference)  # gpu: the cache key includes the reference pixels
     n = min(samples.shape[0], reference.shape[0])
-    out = torch_fidelity.calculate_metrics(
+    try:  # >>> gpu: a weights file of the wrong format is a one-line error, not a traceback
+        out = _calculate(samples, reference, reference_name, feature_extractor, weights_path, fid, isc, kid, layers,
+                         n, batch_size, device, cache_dir, verbose, tag)
+    except RuntimeError as e:
+        if "state_dict" not in str(e):
+            raise
+        raise MetricsError(f"feature-extractor weights {str(weights_path)!r} do not fit {feature_extractor} "
+                           f"({str(e).strip().splitlines()[0][:120]})") from None
+    # <<< gpu
+    return {k: float(v) for k, v in out.items()}
+
+
+def _calculate(samples, reference, reference_name, feature_extractor, weights_path, fid, isc, kid, layers, n,
+               batch_size, device, cache_dir, verbose, tag):
+    return torch_fidelity.calculate_metrics(
         input1=TensorDataset(samples), input2=TensorDataset(reference), cuda=str(device).startswith("cuda"),
         fid=fid, isc=isc, kid=kid, feature_extractor=feature_extractor,
         feature_layer_fid=layers["fid"], feature_layer_kid=layers["kid"], feature_layer_isc=layers["isc"],
@@ -117,4 +177,3 @@ def compute_fidelity(samples: torch.Tensor, reference: torch.Tensor, reference_n
         input2_cache_name=f"{reference_name}-{feature_extractor}-{tag}",
     )
     # input1 must never be cached: torch-fidelity caches only named inputs, and input1 has no name.
-    return {k: float(v) for k, v in out.items()}

@@ -23,6 +23,7 @@ class EpsModel:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     calls: int = 0  # forward calls (each one a whole batch), counted here whatever the caller does
     source: str | None = None  # the checkpoint directory, if the model came from one
+    module: torch.nn.Module | None = None  # the network behind fn, if any (runtime: channels_last, compile)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.calls += 1

@@ -29,6 +29,9 @@ def betas_from_scheduler_config(cfg: dict) -> np.ndarray:
 
 def _resolve(path: str) -> tuple[Path, str | None]:
     """A local directory (with an optional `unet/` subfolder, as pipelines save it) or a hub id in the cache."""
+    if not isinstance(path, str) or not path:
+        raise ModelError(f"model.path is not set (got {path!r}); pass model.path=DIR (a UNet2DModel saved with "
+                         f"save_pretrained) or a hub id like google/ddpm-cifar10-32")
     p = Path(path).expanduser()
     if p.exists():
         if not p.is_dir():
@@ -41,18 +44,21 @@ def _resolve(path: str) -> tuple[Path, str | None]:
 
             local = Path(snapshot_download(path, local_files_only=True))
         except Exception:
+            from huggingface_hub.constants import HF_HUB_CACHE
+
             raise ModelError(
-                f"model {path!r} is neither a local directory nor in the Hugging Face cache (offline); "
-                f"download it elsewhere with `huggingface-cli download {path}` and copy the cache, or pass "
+                f"model {path!r} is neither a local directory nor in the Hugging Face cache {HF_HUB_CACHE!r} "
+                f"(offline or not downloaded); run `huggingface-cli download {path}` on a machine with internet and "
+                f"copy its cache folder models--{path.replace('/', '--')} into that directory, or pass "
                 f"model.path=/dir/saved/with/save_pretrained") from None
         return _resolve(str(local))
     raise ModelError(f"model path {path!r} does not exist; pass model.path=DIR (a UNet2DModel saved with "
                      f"save_pretrained) or a hub id like google/ddpm-cifar10-32")
 
 
-def load_diffusers(path: str, device="cpu", name: str | None = None, dtype: str = "float32", dataset: str | None = None,
+def load_diffusers(path: str | None = None, device="cpu", name: str | None = None, dtype: str = "float32", dataset: str | None = None,
                    **_unused) -> EpsModel:
-    """Load a UNet2DModel as an EpsModel. `dataset` names what it was trained on (informational)."""
+    """Load a UNet2DModel as an EpsModel. `dataset` names what it was trained on (checked by runtime.preflight)."""
     from diffusers import UNet2DModel
     from diffusers.utils import logging as diffusers_logging
 
@@ -86,4 +92,4 @@ def load_diffusers(path: str, device="cpu", name: str | None = None, dtype: str 
     return EpsModel(name=name or Path(path).name, fn=eps_fn, betas=betas,
                     sample_shape=(c.in_channels, c.sample_size, c.sample_size) if isinstance(c.sample_size, int)
                     else (c.in_channels, *c.sample_size), dtype=torch_dtype, device=torch.device(device),
-                    source=str(cfg_dir))
+                    source=str(cfg_dir), module=unet)
