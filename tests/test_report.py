@@ -255,3 +255,14 @@ def test_cli_missing_leaderboard_is_one_line_exit_2(tmp_path):
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nfebench.report: error: no leaderboard at")
+
+
+def test_rows_differing_only_in_nll_settings_count_once_in_quality_tables():
+    from nfebench.report import protocol_groups
+
+    base = {"sampler": "ddpm", "sampler_options": "{}", "nfe": 10, "seed": 0, "num_samples": 200, "fid": 1.5,
+            "is_mean": 5.0, "kid_mean": 0.1, "feature_extractor": "digits-cnn", "reference": "digits/train/1500"}
+    rows = pd.DataFrame([{**base, "nll_variance": v, "run_id": v} for v in ("small", "large", "analytic")]
+                        + [{**base, "seed": 1, "fid": 2.5, "nll_variance": "small", "run_id": "s1"}])
+    (_, g), = list(protocol_groups(rows))
+    assert len(g) == 2 and sorted(g.seed) == [0, 1]

@@ -202,6 +202,8 @@ class Protocol:
 def protocol_groups(rows: pd.DataFrame):
     """(Protocol, rows) per measurement protocol, for the rows that have at least one of FID / IS / KID."""
     scored = rows[rows[[m for m, _, _ in QUALITY]].notna().any(axis=1)]
+    # rows that differ only in their NLL settings scored the very same samples: count them once, not as seeds
+    scored = scored.drop_duplicates(["sampler", "sampler_options", "nfe", "seed", "num_samples", *PROTOCOL])
     for key, g in scored.groupby(PROTOCOL, dropna=False, sort=True):
         yield Protocol(key[0], key[1], float(key[2])), g
 
