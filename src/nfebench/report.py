@@ -85,12 +85,15 @@ def _parse_options(text) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+INPUT_OPTIONS = {"moments"}  # options that name an input file (Analytic-DPM's cached moments), not a variant
+
+
 def variant_labels(df: pd.DataFrame) -> list[str]:
     """A label per row: the sampler name, plus the options that differ between that sampler's rows (so `ddim` stays
     `ddim` in a plain sweep, and becomes `ddim (eta=0.0)` / `ddim (eta=1.0)` when both were run)."""
     varying: dict[str, list[str]] = {}
     for sampler, opts in df.groupby("sampler")["options"]:
-        keys = sorted({k for o in opts for k in o})
+        keys = sorted({k for o in opts for k in o} - INPUT_OPTIONS)
         varying[sampler] = [k for k in keys if len({json.dumps(o.get(k), sort_keys=True) for o in opts}) > 1]
     labels = []
     for sampler, opts in zip(df["sampler"], df["options"]):
@@ -544,7 +547,7 @@ def nll_section(model: str, dataset: str, rows: pd.DataFrame, published: pd.Data
                 pivot_table(agg, x="nll_k", by="nll_label", first="Sampler / method", column="K"), ""]
         name = f"nll_vs_k_{slug(model, dataset)}_{tag}.png"
         plot_lines(agg, "nll_k", "nll_label", "K (network evaluations of the NLL computation, log scale)",
-                   "NLL (bits/dim)", f"{model} on {dataset}: NLL vs K ({caption})", figures / name)
+                   "NLL (bits/dim)", f"{model} on {dataset}: NLL vs K ({caption})", figures / name, log_y=True)
         out += [f"![NLL vs K, {model}](figures/{name})", ""]
         pub = published_nll(g, published)
         if pub:

@@ -368,7 +368,7 @@ def _run_locked(p: Point, model, session, run_id: str, run_dir: Path, board: Pat
     row = {
         "run_id": run_id, "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": p.model.get("name"), "dataset": p.dataset["name"], "sampler": p.sampler,
-        "sampler_options": json.dumps(p.sampler_options, sort_keys=True), "nfe": p.nfe, "nfe_used": nfe_used,
+        "sampler_options": json.dumps(portable(p.sampler_options), sort_keys=True), "nfe": p.nfe, "nfe_used": nfe_used,
         "num_samples": p.num_samples, "seed": p.seed, **metrics,
         "sampling_seconds": round(secs, 3), "samples_per_second": round(p.num_samples / secs, 2),
         "device": device_name, "nfebench_version": __version__,
