@@ -29,23 +29,6 @@ from nfebench.models import load_model
 from nfebench.schedule import VPSchedule
 
 
-def fast_gmm_eps(gm):
-    """gm.eps with the score's contraction reordered (GaussianMixtureVP.score's three-operand einsum builds a
-    [B, K, D, D] intermediate); same maths, checked on the spot."""
-
-    def eps(x, t):
-        logp, z = gm._component_terms(x, t)
-        w = torch.softmax(logp, dim=1)
-        score = -(w[:, :, None] * torch.einsum("kde,bke->bkd", gm.u, z)).sum(1).reshape(x.shape)
-        _, s = gm._a_s(t)
-        return (-s.view(-1, *[1] * (x.dim() - 1)) * score).to(dtype=x.dtype, device=x.device)
-
-    x = gm.sample(4, generator=torch.Generator().manual_seed(0))
-    t = torch.full((4,), 3.0, dtype=torch.float64)
-    torch.testing.assert_close(eps(x, t), gm.eps(x, t), rtol=1e-10, atol=1e-12)
-    return eps
-
-
 def oracle_limit_bpd(model, images, samples, seed):
     """K -> infinity limit of the bound with the oracle's exact score: KL(q(x_0|x0) || p_0) + decoder (docs/nll.md)."""
     sched = VPSchedule(model.betas)
@@ -83,7 +66,6 @@ def main(argv=None):
     if a.model == "gmm":
         model, model_dir, tag = load_model("gmm"), None, "gmm"
         digest = gmm_digest(model.gmm)
-        model.fn = fast_gmm_eps(model.gmm)
     else:
         model, model_dir, tag = load_model("diffusers", path=a.model), a.model, Path(a.model).name
         digest = weights_digest(a.model)
