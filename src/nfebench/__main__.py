@@ -39,9 +39,9 @@ def user_errors() -> tuple:
     from .models import ModelError
     from .run import ConfigError, RunFailed
     from .samplers import SamplerError
-    from .data import DataError  # >>> gpu: datasets, runtime options, torchrun
+    from .data import DataError
     from .distributed import DistributedError
-    from .runtime import RuntimeConfigError  # <<< gpu
+    from .runtime import RuntimeConfigError
 
     return (ConfigError, SamplerError, ModelError, MetricsError, LeaderboardError, RunFailed, NLLError, MomentsError,
             DataError, DistributedError, RuntimeConfigError)

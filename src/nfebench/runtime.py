@@ -11,8 +11,8 @@ Config (all optional; defaults shown):
       compile: false        # torch.compile the network's forward (compile time is included in sampling_seconds)
       oom_backoff: true     # on CUDA out-of-memory, halve the batch size and start sampling again
 
-The runner calls `begin(point)` once before loading the model and `session.generate(...)` instead of its own
-generate(); see the `# >>> gpu` blocks in run.py.
+The runner calls `begin(point)` once before loading the model, and `session.generate(...)`, which wraps its own
+generate() (nfebench.run.run).
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def _file_digest(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
 
-# >>> gpu: Inception weights (torch hub cache or an explicit file), with a one-line error when neither is there
+# Inception weights: the torch hub cache or an explicit file, with a one-line error when neither is there
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 
 
@@ -126,7 +126,6 @@ def _tensor_digest(x: torch.Tensor) -> str:
     h = hashlib.sha256(str((tuple(x.shape), str(x.dtype))).encode())
     h.update(x.contiguous().numpy().tobytes())
     return h.hexdigest()[:12]
-# <<< gpu
 
 
 def compute_fidelity(samples: torch.Tensor, reference: torch.Tensor, reference_name: str, feature_extractor: str,
@@ -139,20 +138,19 @@ def compute_fidelity(samples: torch.Tensor, reference: torch.Tensor, reference_n
     """
     if feature_extractor not in FEATURE_LAYERS:
         raise MetricsError(f"unknown feature extractor {feature_extractor!r}; allowed: {', '.join(FEATURE_LAYERS)}")
-    if feature_extractor == "inception-v3-compat":  # >>> gpu
+    if feature_extractor == "inception-v3-compat":
         weights_path = inception_weights_path(weights_path)
         for what, x in (("samples", samples), ("reference images", reference)):
             if x.shape[1] != 3:
                 raise MetricsError(f"inception-v3-compat needs RGB images but the {what} have {x.shape[1]} "
                                    f"channel(s); use a dataset of RGB images or the dataset's own extractor")
-    # <<< gpu
     if weights_path is not None and not Path(weights_path).is_file():
         raise MetricsError(f"feature-extractor weights {str(weights_path)!r} not found")
     layers = FEATURE_LAYERS[feature_extractor]
     tag = _file_digest(weights_path) if weights_path else "default"
     tag += "-" + _tensor_digest(reference)  # gpu: the cache key includes the reference pixels
     n = min(samples.shape[0], reference.shape[0])
-    try:  # >>> gpu: a weights file of the wrong format is a one-line error, not a traceback
+    try:  # a weights file of the wrong format is a one-line error, not a traceback
         out = _calculate(samples, reference, reference_name, feature_extractor, weights_path, fid, isc, kid, layers,
                          n, batch_size, device, cache_dir, verbose, tag)
     except RuntimeError as e:
@@ -160,7 +158,6 @@ def compute_fidelity(samples: torch.Tensor, reference: torch.Tensor, reference_n
             raise
         raise MetricsError(f"feature-extractor weights {str(weights_path)!r} do not fit {feature_extractor} "
                            f"({str(e).strip().splitlines()[0][:120]})") from None
-    # <<< gpu
     return {k: float(v) for k, v in out.items()}
 
 
