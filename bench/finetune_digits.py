@@ -1,6 +1,6 @@
 """Fine-tune the shipped digits model towards high noise and score it: the experiments of docs/dpm_fast_digits.md.
 
-Starts from checkpoints/digits-ddpm (its EMA weights), trains `--steps` Adam steps (batch 128, lr cosine-decayed from
+Starts from checkpoints/digits-ddpm (its EMA weights; with --from-scratch from random weights), trains `--steps` Adam steps (batch 128, lr cosine-decayed from
 `--lr`, grad-norm clip 1) on the digits train split with one of these changes to L_simple, and keeps an EMA:
 
   --t-min M --t-frac F   a fraction F of each batch draws its timestep from U{M..999} (the rest from U{0..999})
@@ -43,7 +43,11 @@ def finetune(a, data: torch.Tensor) -> None:
     from diffusers import UNet2DModel
 
     torch.manual_seed(a.seed)
-    net = UNet2DModel.from_pretrained(SHIPPED).train()
+    if a.from_scratch:  # the shipped architecture, random weights (plus dropout, if asked)
+        from nfebench.train import digits_unet_config
+        net = UNet2DModel(**digits_unet_config(), dropout=a.dropout).train()
+    else:
+        net = UNet2DModel.from_pretrained(SHIPPED, dropout=a.dropout).train()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     ab = torch.tensor(np.cumprod(1 - np.asarray(load_model("diffusers", path=str(SHIPPED)).betas)),
                       dtype=torch.float32)
@@ -66,7 +70,7 @@ def finetune(a, data: torch.Tensor) -> None:
         opt.step()
         with torch.no_grad():
             for pe, pm in zip(ema.parameters(), net.parameters()):
-                pe.lerp_(pm, 1 - a.ema)
+                pe.lerp_(pm, 1 - (min(a.ema, (1 + step) / (10 + step)) if a.from_scratch else a.ema))
         if (step + 1) % 500 == 0:
             print(f"step {step + 1}: loss {loss.item():.4f}", flush=True)
     a.out.mkdir(parents=True, exist_ok=True)
@@ -100,6 +104,8 @@ def main():
     ap.add_argument("--t-frac", type=float, default=0.0)
     ap.add_argument("--weight-cap", type=float, default=1.0, help="1 = L_simple")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--from-scratch", action="store_true", help="train the shipped architecture from random weights")
+    ap.add_argument("--dropout", type=float, default=0.0, help="dropout in the ResNet blocks")
     ap.add_argument("--baseline", action="store_true", help="also score the shipped weights")
     ap.add_argument("--out", type=Path, default=Path("/tmp/nfebench-finetune"))
     a = ap.parse_args()
@@ -111,8 +117,9 @@ def main():
         evaluate(SHIPPED, data, "shipped")
     if a.steps > 0:
         finetune(a, data)
-        evaluate(a.out, data, f"{a.steps} steps, t-min {a.t_min} x {a.t_frac}, weight cap {a.weight_cap:g}, "
-                              f"EMA {a.ema}")
+        evaluate(a.out, data, f"{'from scratch, ' if a.from_scratch else ''}{a.steps} steps, lr {a.lr:g}, "
+                              f"t-min {a.t_min} x {a.t_frac}, weight cap {a.weight_cap:g}, EMA {a.ema}, "
+                              f"dropout {a.dropout:g}")
 
 
 if __name__ == "__main__":
