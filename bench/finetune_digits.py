@@ -13,6 +13,7 @@ written to checkpoints/; the weights go to --out.
 
     OMP_NUM_THREADS=2 python bench/finetune_digits.py --baseline --steps 0
     OMP_NUM_THREADS=2 python bench/finetune_digits.py --steps 2000 --weight-cap 1000 --ema 0.99 --out /tmp/ft
+    OMP_NUM_THREADS=2 python bench/finetune_digits.py --steps 0 --score DIR    # score a model trained elsewhere
 """
 
 from __future__ import annotations
@@ -108,6 +109,8 @@ def main():
     ap.add_argument("--dropout", type=float, default=0.0, help="dropout in the ResNet blocks")
     ap.add_argument("--baseline", action="store_true", help="also score the shipped weights")
     ap.add_argument("--out", type=Path, default=Path("/tmp/nfebench-finetune"))
+    ap.add_argument("--score", type=Path, action="append", default=[], metavar="DIR",
+                    help="also score this saved model directory (e.g. one written by python -m nfebench.train)")
     a = ap.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     data = to_model_range(load_split("digits", "train"))
@@ -115,6 +118,8 @@ def main():
     print("|---|---|---|---|---|")
     if a.baseline:
         evaluate(SHIPPED, data, "shipped")
+    for d in a.score:
+        evaluate(d, data, str(d))
     if a.steps > 0:
         finetune(a, data)
         evaluate(a.out, data, f"{'from scratch, ' if a.from_scratch else ''}{a.steps} steps, lr {a.lr:g}, "

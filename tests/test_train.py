@@ -36,3 +36,23 @@ def test_digits_split_is_fixed_and_disjoint():
     rows = {bytes(r) for r in tr.reshape(1500, -1).numpy()}
     assert sum(bytes(r) in rows for r in te.reshape(297, -1).numpy()) < 5  # (a few digits are exact duplicates)
     assert torch.equal(load_split("digits", "test"), te)
+
+
+def test_weight_cap_shifts_the_loss_towards_high_noise():
+    """weight_cap=W weights each sample by clip(sigma^2/alpha^2, 1, W): a network that is wrong only at low noise
+    (here the identity, eps_hat = x_t, whose error vanishes as alpha -> 0) must score far lower with a large cap."""
+    from types import SimpleNamespace
+
+    from nfebench.train import ddpm_loss
+
+    x0 = torch.rand(512, 1, 8, 8) * 2 - 1
+    ab = torch.tensor(np.cumprod(1 - np.linspace(1e-4, 0.02, 1000)), dtype=torch.float32)
+    identity = lambda x_t, n: SimpleNamespace(sample=x_t)  # noqa: E731
+
+    def loss(cap):
+        return ddpm_loss(identity, x0, ab, torch.Generator().manual_seed(3), weight_cap=cap).item()
+
+    plain, capped = loss(1.0), loss(1000.0)
+    assert plain == loss(0.5)  # caps <= 1 are L_simple
+    assert capped < 0.2 * plain
+    assert loss(10.0) < plain and capped < loss(10.0)

@@ -1,6 +1,6 @@
 """Train the small embedded models shipped in checkpoints/.
 
-    python -m nfebench.train ddpm        --steps 30000 --out checkpoints/digits-ddpm
+    python -m nfebench.train ddpm        --steps 8000 --out checkpoints/digits-ddpm
     python -m nfebench.train classifier  --steps 3000  --out checkpoints/digits-cnn
 
 `ddpm`: an eps-prediction DDPM (Ho et al. 2020, L_simple) with linear betas 1e-4..0.02, T=1000, as a diffusers
@@ -42,16 +42,27 @@ def digits_unet_config() -> dict:
     )
 
 
-def ddpm_loss(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, generator=None) -> torch.Tensor:
-    """L_simple (Ho et al. 2020, Eq. 14): || eps - eps_theta(sqrt(ab) x0 + sqrt(1-ab) eps, n) ||^2, n ~ U{0..T-1}."""
+def ddpm_loss(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, generator=None,
+              weight_cap: float = 1.0) -> torch.Tensor:
+    """L_simple (Ho et al. 2020, Eq. 14): || eps - eps_theta(sqrt(ab) x0 + sqrt(1-ab) eps, n) ||^2, n ~ U{0..T-1}.
+
+    With weight_cap W > 1, each sample's eps-MSE is weighted by w = clip(sigma^2 / alpha^2, 1, W) and the batch loss is
+    sum(w * mse) / sum(w). sigma^2/alpha^2 * eps-MSE is the x0-MSE, so this is L_simple at low noise and a truncated
+    x0-loss at high noise, where L_simple gives the network almost no gradient (docs/dpm_fast_digits.md).
+    """
     n = torch.randint(0, alphas_cumprod.numel(), (x0.shape[0],), generator=generator)
     eps = torch.randn(x0.shape, generator=generator)
     ab = alphas_cumprod[n].view(-1, 1, 1, 1)
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
-    return F.mse_loss(model(x_t, n).sample, eps)
+    if weight_cap <= 1:
+        return F.mse_loss(model(x_t, n).sample, eps)
+    mse = (model(x_t, n).sample - eps).pow(2).mean((1, 2, 3))
+    w = ((1 - ab) / ab).view(-1).clamp(1, weight_cap)
+    return (w * mse).sum() / w.sum()
 
 
-def train_ddpm(steps: int, batch_size: int, lr: float, ema_decay: float, seed: int, out: Path, log_every: int = 500):
+def train_ddpm(steps: int, batch_size: int, lr: float, ema_decay: float, seed: int, out: Path, log_every: int = 500,
+               weight_cap: float = 1.0, lr_schedule: str = "constant", dropout: float = 0.0):
     from diffusers import DDPMScheduler, UNet2DModel
     from tqdm import tqdm
 
@@ -60,15 +71,20 @@ def train_ddpm(steps: int, batch_size: int, lr: float, ema_decay: float, seed: i
     data = to_model_range(load_split("digits", "train"))
     betas = linear_betas(1000, 1e-4, 0.02)
     alphas_cumprod = torch.tensor(np.cumprod(1 - betas), dtype=torch.float32)
-    model = UNet2DModel(**digits_unet_config())
+    model = UNet2DModel(**digits_unet_config(), dropout=dropout)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 500))  # warm-up
+
+    def lr_factor(s: int) -> float:  # 500 warm-up steps, then constant or cosine decay to 0
+        decay = 0.5 * (1 + np.cos(np.pi * s / steps)) if lr_schedule == "cosine" else 1.0
+        return min(1.0, (s + 1) / 500) * decay
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     losses, t0 = [], time.time()
     bar = tqdm(range(steps), desc="train ddpm", mininterval=2)
     for step in bar:
         idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
-        loss = ddpm_loss(model, data[idx], alphas_cumprod, gen)
+        loss = ddpm_loss(model, data[idx], alphas_cumprod, gen, weight_cap)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -92,7 +108,8 @@ def train_ddpm(steps: int, batch_size: int, lr: float, ema_decay: float, seed: i
         g = torch.Generator().manual_seed(1234)
         test_loss = float(np.mean([ddpm_loss(ema, test, alphas_cumprod, g).item() for _ in range(20)]))
     n_params = sum(p.numel() for p in ema.parameters())
-    stats = dict(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed,
+    stats = dict(steps=steps, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, ema_decay=ema_decay,
+                 weight_cap=weight_cap, dropout=dropout, seed=seed,
                  final_train_loss=float(np.mean(losses[-1000:])), test_loss_ema=test_loss,
                  wall_seconds=round(wall, 1), parameters=n_params, torch=torch.__version__)
     (out / "training_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
@@ -145,13 +162,19 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weight-cap", type=float, default=1.0,
+                   help="ddpm: weight each sample's eps-MSE by clip(sigma^2/alpha^2, 1, W); 1 = L_simple")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+                   help="ddpm: after 500 warm-up steps, keep lr or decay it to 0 by a half cosine")
+    p.add_argument("--dropout", type=float, default=0.0, help="ddpm: dropout in the UNet's ResNet blocks")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.what == "ddpm":
-        stats = train_ddpm(a.steps or 30000, a.batch_size, a.lr or 1e-3, a.ema_decay, a.seed, a.out)
+        stats = train_ddpm(a.steps or 8000, a.batch_size, a.lr or 1e-3, a.ema_decay, a.seed, a.out,
+                           weight_cap=a.weight_cap, lr_schedule=a.lr_schedule, dropout=a.dropout)
     else:
         stats = train_classifier(a.steps or 3000, a.batch_size, a.lr or 2e-3, a.seed, a.out)
     stats["command"] = "python -m nfebench.train " + " ".join(sys.argv[1:] if argv is None else argv)
