@@ -39,3 +39,11 @@ def timed(fn, device="cpu") -> float:
 
 def median(xs):
     return statistics.median(xs)
+
+
+def write_json(path, args, results) -> None:
+    """The bench scripts' --json output: the machine, the arguments and the results, side by side."""
+    import json
+    from pathlib import Path
+
+    Path(path).write_text(json.dumps({"machine": machine(), "args": vars(args), "results": results}, indent=1))

@@ -15,7 +15,6 @@ with --inception-weights; the speed is the same).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _common import machine, sync  # noqa: E402
+from _common import machine, sync, write_json  # noqa: E402
 
 
 def inception_extractor(weights: str | None, device: str):
@@ -122,7 +121,7 @@ def main(argv=None):
         print(f"| {r['precision']} | {r['sampling_s']:.1f} | {r['images_per_s']:.0f} | {r['inception_s']:.1f} | "
               f"{r['end_to_end_s']:.1f} | {peak:.0f} | {bs} |", flush=True)
     if a.json:
-        Path(a.json).write_text(json.dumps({"machine": machine(), "args": vars(a), "results": results}, indent=1))
+        write_json(a.json, a, results)
 
 
 if __name__ == "__main__":

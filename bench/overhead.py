@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, median, timed  # noqa: E402
+from _common import machine, median, timed, write_json  # noqa: E402
 
 SAMPLERS = ["ddpm", "ddim", "dpm", "dpmpp", "unipc", "deis", "ipndm", "plms", "pndm", "euler", "heun"]
 
@@ -83,7 +82,7 @@ def main(argv=None):
         print(f"| {name} | {nfe} ({used} used) | {r['bare_s']:.3f} | {r['sampling_s']:.3f} | {r['ratio']:.3f} | "
               f"{harness:.3f} | {r['implied_ratio']:.3f} |", flush=True)
     if a.json:
-        Path(a.json).write_text(json.dumps({"machine": machine(), "args": vars(a), "results": results}, indent=1))
+        write_json(a.json, a, results)
 
 
 if __name__ == "__main__":

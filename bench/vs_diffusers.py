@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, median, timed  # noqa: E402
+from _common import machine, median, timed, write_json  # noqa: E402
 
 
 def cases(nfe):
@@ -97,7 +97,7 @@ def main(argv=None):
         print(f"| {label} | {r['diffusers_s']:.3f} | {r['ours_s']:.3f} | {r['ratio']:.3f} | {diff:.1e} |",
               flush=True)
     if a.json:
-        Path(a.json).write_text(json.dumps({"machine": machine(), "args": vars(a), "results": results}, indent=1))
+        write_json(a.json, a, results)
 
 
 if __name__ == "__main__":
