@@ -35,6 +35,7 @@ from nfebench.models import load_model
 from nfebench.run import sample_seeds
 from nfebench.samplers import PerSampleNoise
 from nfebench.schedule import VPSchedule
+from nfebench.train import digits_unet_config, high_noise_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "checkpoints/digits-ddpm"
@@ -45,7 +46,6 @@ def finetune(a, data: torch.Tensor) -> None:
 
     torch.manual_seed(a.seed)
     if a.from_scratch:  # the shipped architecture, random weights (plus dropout, if asked)
-        from nfebench.train import digits_unet_config
         net = UNet2DModel(**digits_unet_config(), dropout=a.dropout).train()
     else:
         net = UNet2DModel.from_pretrained(SHIPPED, dropout=a.dropout).train()
@@ -63,7 +63,7 @@ def finetune(a, data: torch.Tensor) -> None:
         eps = torch.randn_like(x0)
         abn = ab[n].view(-1, 1, 1, 1)
         per_sample = (net(abn.sqrt() * x0 + (1 - abn).sqrt() * eps, n).sample - eps).pow(2).mean((1, 2, 3))
-        w = ((1 - abn) / abn).view(-1).clamp(1, a.weight_cap) if a.weight_cap > 1 else torch.ones(128)
+        w = high_noise_weights(abn.view(-1), a.weight_cap) if a.weight_cap > 1 else torch.ones(128)
         loss = (w * per_sample).sum() / w.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()

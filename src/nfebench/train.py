@@ -57,8 +57,13 @@ def ddpm_loss(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, generator=N
     if weight_cap <= 1:
         return F.mse_loss(model(x_t, n).sample, eps)
     mse = (model(x_t, n).sample - eps).pow(2).mean((1, 2, 3))
-    w = ((1 - ab) / ab).view(-1).clamp(1, weight_cap)
+    w = high_noise_weights(ab.view(-1), weight_cap)
     return (w * mse).sum() / w.sum()
+
+
+def high_noise_weights(alphas_cumprod_n: torch.Tensor, weight_cap: float) -> torch.Tensor:
+    """clip(sigma^2 / alpha^2, 1, weight_cap) per sample: the eps-MSE -> truncated x0-MSE weights of ddpm_loss."""
+    return ((1 - alphas_cumprod_n) / alphas_cumprod_n).clamp(1, weight_cap)
 
 
 def train_ddpm(steps: int, batch_size: int, lr: float, ema_decay: float, seed: int, out: Path, log_every: int = 500,
