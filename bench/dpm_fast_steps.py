@@ -42,13 +42,18 @@ def model_eps(model):
     return lambda x, tau: model(x, torch.full((x.shape[0],), float(tau), dtype=x.dtype))
 
 
-def empirical_eps(sched: VPSchedule, data: torch.Tensor):
-    """Exact eps of the empirical distribution of `data` [N, D]: x0-prediction = softmax-weighted mean of the data."""
+def empirical_eps(sched: VPSchedule, data: torch.Tensor, bandwidth: float = 0.0):
+    """Exact eps of the train images `data` [N, D] convolved with N(0, bandwidth^2 I); bandwidth 0: the empirical
+    distribution itself. Posterior over the images: softmax of -|x - alpha d|^2 / (2 v), v = alpha^2 b^2 + sigma^2."""
+    b2 = bandwidth ** 2
+
     def eps(x, tau):
+        tau = float(tau[0]) if torch.is_tensor(tau) else float(tau)
         a, s = float(sched.alpha(tau)), float(sched.sigma(tau))
+        v = a * a * b2 + s * s
         xf = x.reshape(x.shape[0], -1).double()
-        logw = -torch.cdist(xf, a * data).pow(2) / (2 * s * s)
-        x0 = torch.softmax(logw, 1) @ data
+        d_hat = torch.softmax(-torch.cdist(xf, a * data).pow(2) / (2 * v), 1) @ data
+        x0 = d_hat + (a * b2 / v) * (xf - a * d_hat)
         return ((xf - a * x0) / s).reshape(x.shape).to(x.dtype)
     return eps
 
