@@ -94,3 +94,39 @@ def test_ddim_eta_zero_is_deterministic_and_eta_positive_uses_the_generator():
     c = nfebench.sample(eps, linear_betas(), x, "ddim", 10, eta=1.0, generator=torch.Generator().manual_seed(0))
     d = nfebench.sample(eps, linear_betas(), x, "ddim", 10, eta=1.0, generator=torch.Generator().manual_seed(1))
     assert not torch.equal(c, d)
+
+
+def test_ddim_on_a_gaussian_follows_its_closed_form_and_contracts():
+    """For data N(mu, b^2) the exact eps is sigma (x - alpha mu) / (alpha^2 b^2 + sigma^2), and one DDIM step s -> t
+    multiplies x - alpha mu by (alpha_t alpha_s b^2 + sigma_t sigma_s) / (alpha_s^2 b^2 + sigma_s^2). By
+    Cauchy-Schwarz that is at most the exact ODE's ratio, so DDIM's error contracts the spread
+    (docs/dpm_fast_digits.md, bench/spread_bias.py); DPM-Solver-fast contracts less and converges to the exact map."""
+    from nfebench.samplers.common import alpha_sigma, chain_grid
+    from nfebench.schedule import VPSchedule
+
+    sched, mu, b = VPSchedule(linear_betas()), 0.3, 0.1
+    var = lambda a, s: a * a * b * b + s * s  # noqa: E731
+
+    def eps(x, t):
+        a, s = float(sched.alpha(float(t[0]))), float(sched.sigma(float(t[0])))
+        return s * (x - a * mu) / var(a, s)
+
+    x_T = torch.tensor([[[[1.7]]], [[[-0.4]]]], dtype=torch.float64)
+    a_T, s_T = alpha_sigma(sched, float(sched.t_max))
+    factor = 1.0
+    grid = chain_grid(sched, 10, "uniform")
+    for s, t in zip(grid[:-1], grid[1:]):
+        (a_s, s_s), (a_t, s_t) = alpha_sigma(sched, s), alpha_sigma(sched, t)
+        factor *= (a_t * a_s * b * b + s_t * s_s) / var(a_s, s_s)
+    ddim = nfebench.sample(eps, sched, x_T, "ddim", 10)
+    torch.testing.assert_close(ddim, mu + factor * (x_T - a_T * mu), rtol=1e-10, atol=1e-12)
+
+    exact = b / var(a_T, s_T) ** 0.5  # the ODE maps x_T - alpha_T mu to the clean end with this ratio
+    dpm10 = (nfebench.sample(eps, sched, x_T, "dpm", 10) - mu) / (x_T - a_T * mu)
+    dpm50 = (nfebench.sample(eps, sched, x_T, "dpm", 50) - mu) / (x_T - a_T * mu)
+    assert factor < 0.5 * exact  # DDIM at 10 NFE keeps under half the spread at b = 0.1
+    assert (factor < dpm10).all() and (dpm10 < exact).all()
+    # dpm ends at tau = 0 (sigma 0.01), not at the clean end: compare with the exact ratio there
+    a_0, s_0 = alpha_sigma(sched, 0.0)
+    torch.testing.assert_close(dpm50, torch.full_like(dpm50, var(a_0, s_0) ** 0.5 / var(a_T, s_T) ** 0.5), rtol=1e-2,
+                               atol=0)
