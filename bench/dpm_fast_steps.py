@@ -44,7 +44,8 @@ def model_eps(model):
 
 def empirical_eps(sched: VPSchedule, data: torch.Tensor, bandwidth: float = 0.0):
     """Exact eps of the train images `data` [N, D] convolved with N(0, bandwidth^2 I); bandwidth 0: the empirical
-    distribution itself. Posterior over the images: softmax of -|x - alpha d|^2 / (2 v), v = alpha^2 b^2 + sigma^2."""
+    distribution itself. Posterior over the images: softmax of -|x - alpha d|^2 / (2 v), v = alpha^2 b^2 + sigma^2.
+    tau: a number, or a tensor holding one timestep for the whole batch (as every sampler calls it)."""
     b2 = bandwidth ** 2
 
     def eps(x, tau):
