@@ -37,6 +37,7 @@ from nfebench.metrics.fidelity import compute_fidelity
 from nfebench.models import load_model
 from nfebench.run import sample_seeds
 from nfebench.samplers import PerSampleNoise
+from nfebench.samplers.dpm_solver import _Step, singlestep_orders
 from nfebench.schedule import VPSchedule
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,16 +46,16 @@ RUNS = (("dpm", 10), ("ddim", 10), ("ddpm", 10), ("dpm", 50))
 
 
 def fast_grid(sched: VPSchedule, nfe: int) -> list[float]:
-    """The timesteps at which DPM-Solver-fast (orders 3, ..., 3, 1 at nfe = 1 mod 3) evaluates the model, plus the
-    end: each order-3 step s -> t evaluates at lambda_s, lambda_s + h/3, lambda_s + 2h/3 (Lu et al. 2022, Alg. 2)."""
-    if nfe % 3 != 1:
-        raise SystemExit(f"--diffusers needs nfe = 1 mod 3 (orders 3, ..., 3, 1), got {nfe}")
-    outer = [float(sched.lambda_(t)) for t in sched.timesteps(nfe // 3 + 1, "logsnr")]
-    lams = []
-    for lo, hi in zip(outer[:-2], outer[1:-1]):
-        lams += [lo, lo + (hi - lo) / 3, lo + 2 * (hi - lo) / 3]
-    lams += outer[-2:]
-    return [float(sched.tau_from_lambda(v)) for v in lams]
+    """Every timestep at which DPM-Solver-fast evaluates the model, plus the end: the logSNR-uniform outer grid with
+    each order-k step's intermediate points at r = 1/k, ..., (k-1)/k (Lu et al. 2022, Alg. 1-2), as nfebench's
+    sampler places them. diffusers' singlestep order list at the same nfe spends them in the same order."""
+    orders = singlestep_orders(nfe, 3)
+    outer = [float(t) for t in sched.timesteps(len(orders), "logsnr")]
+    taus = []
+    for s, t, k in zip(outer[:-1], outer[1:], orders):
+        step = _Step(sched, s, t)
+        taus += [s] + [step.point(i / k)[0] for i in range(1, k)]
+    return taus + [outer[-1]]
 
 
 def diffusers_singlestep(eps, sched: VPSchedule, x_T: torch.Tensor, nfe: int) -> torch.Tensor:
