@@ -1,8 +1,10 @@
 """Convergence order of the deterministic samplers on the exact-score Gaussian-mixture oracle.
 
     PYTHONPATH=src OMP_NUM_THREADS=1 python bench/convergence.py            # prints the table of docs/convergence.md
+    PYTHONPATH=src OMP_NUM_THREADS=1 python bench/convergence.py ve         # the same oracle on the VE schedule
+    PYTHONPATH=src OMP_NUM_THREADS=1 python bench/convergence.py vp_linear  # ... on score_sde's continuous VP
 
-Each sampler integrates the probability-flow ODE from the same x_T (tau = T-1) to tau = 0; the error is the rms
+Each sampler integrates the probability-flow ODE from the same x_T (tau = t_max) to tau = t_min; the error is the rms
 difference from a reference solution of the same ODE by scipy's DOP853 (rtol = atol = 1e-12) in u = log(rho),
 rho = sigma/alpha, where d(x/alpha)/du = rho * eps. The order is minus the least-squares slope of log(error) against
 log(NFE) over NFE values where the error is asymptotic.
@@ -61,35 +63,61 @@ CASES = [
     ("pndm (fit on steps N = NFE - 9)", "pndm", {}, [29, 49, 89], 2, None, True),
 ]
 
+# The same solvers on the continuous schedules (the oracle presented on VE and on score_sde's VP, default
+# parameters): cases of CASES by name. On VE, tau is sigma itself, so a grid uniform (or quadratic) in tau is uniform
+# in sigma and leaves the low-noise end unresolved at these NFE (ddim: order 0.6 on 25-200 NFE, ipndm 0.5 on 20-80);
+# there the samplers whose default grid is uniform or quadratic in tau run on EDM's Karras grid instead.
+_BY_NAME = {c[0]: c for c in CASES}
+SCHEDULE_NAMES = ["ddim", "euler", "heun", "dpm order 1 (singlestep)", "dpm order 2 (singlestep)",
+                  "dpm order 3 multistep", "dpmpp 2M", "dpmpp 3M", "deis order 2 (tAB)", "deis order 3 (logrho)",
+                  "unipc bh1 order 2, lower_order_final=False", "ipndm"]
+
+
+def _on_karras(case):
+    name, sampler, options, nfes, theory, grid, tested = case
+    if grid is not None:
+        return (f"{name}, karras grid", sampler, options, nfes, theory, "karras", tested)
+    return (f"{name}, spacing=karras", sampler, {**options, "spacing": "karras"}, nfes, theory, grid, tested)
+
+
+SCHEDULE_CASES = {
+    "vp_linear": [_BY_NAME[n] for n in SCHEDULE_NAMES],
+    "ve": [_on_karras(_BY_NAME[n]) if n in ("ddim", "deis order 2 (tAB)", "ipndm") else _BY_NAME[n]
+           for n in SCHEDULE_NAMES],
+}
+
 
 @lru_cache(maxsize=None)
-def oracle():
+def oracle(schedule: str | None = None):
+    """The oracle on the Discrete linear-beta schedule (None) or on `schedule` (ve, vp_linear: default parameters)."""
     from nfebench.models.gmm import load_gmm
 
-    return load_gmm(**ORACLE)
+    return load_gmm(**ORACLE, schedule=schedule)
 
 
 @lru_cache(maxsize=None)
-def x_T():
-    m = oracle()
+def x_T(schedule: str | None = None):
+    """x_T in the model's space: N(0, I), or sigma_max * N(0, I) on VE (the same z on every schedule)."""
+    m = oracle(schedule)
     g = torch.Generator().manual_seed(SEED)
-    return torch.randn(BATCH, *m.sample_shape, generator=g, dtype=torch.float64)
+    return m.schedule.prior_std * torch.randn(BATCH, *m.sample_shape, generator=g, dtype=torch.float64)
 
 
 @lru_cache(maxsize=None)
-def reference() -> torch.Tensor:
-    """x at tau = 0 from x_T at tau = T-1 by DOP853 in u = log(rho)."""
+def reference(schedule: str | None = None) -> torch.Tensor:
+    """x at tau = t_min from x_T at tau = t_max by DOP853 in u = log(rho), in the VP frame."""
     from scipy.integrate import solve_ivp
 
-    from nfebench.schedule import VPSchedule
+    from nfebench.api import to_vp_frame
 
-    m, x = oracle(), x_T()
-    sched = VPSchedule(m.betas)
-    u0, u1 = math.log(sched.edm_sigma(sched.t_max)), math.log(sched.edm_sigma(0.0))
+    m = oracle(schedule)
+    sched = m.schedule
+    x = to_vp_frame(x_T(schedule), sched)
+    u0, u1 = math.log(sched.edm_sigma(sched.t_max)), math.log(sched.edm_sigma(sched.t_min))
 
     def rhs(u, y):
         rho = math.exp(u)
-        tau = float(np.clip(sched.tau_from_edm_sigma(rho), 0.0, sched.t_max))
+        tau = float(np.clip(sched.tau_from_edm_sigma(rho), sched.t_min, sched.t_max))
         a = float(sched.alpha(tau))
         xt = torch.from_numpy(a * y).reshape(x.shape)
         e = m(xt, torch.full((x.shape[0],), tau, dtype=torch.float64))
@@ -98,48 +126,50 @@ def reference() -> torch.Tensor:
     y0 = (x / float(sched.alpha(sched.t_max))).reshape(-1).numpy()
     sol = solve_ivp(rhs, (u0, u1), y0, method="DOP853", rtol=1e-12, atol=1e-12)
     assert sol.success, sol.message
-    return torch.from_numpy(sol.y[:, -1] * float(sched.alpha(0.0))).reshape(x.shape)
+    return torch.from_numpy(sol.y[:, -1] * float(sched.alpha(sched.t_min))).reshape(x.shape)
 
 
-def run(sampler: str, options: dict, nfe: int, grid: str | None):
-    """x_0 of a sampler at nfe (with an explicit grid ending at tau = 0 for the samplers whose default ends at clean
-    data) and the evaluations it spent."""
+def run(sampler: str, options: dict, nfe: int, grid: str | None, schedule: str | None = None):
+    """x_0 of a sampler at nfe (with an explicit grid ending at tau = t_min for the samplers whose default ends at
+    clean data) and the evaluations it spent. The oracle is sampled in its own terms, through the adapter."""
     from nfebench import api
-    from nfebench.schedule import VPSchedule
 
-    m = oracle()
+    m = oracle(schedule)
     opts = dict(options)
     if grid is not None:
-        steps = nfe // 2 if sampler == "heun" else nfe  # heun on a grid ending at tau = 0: 2 evaluations per step
-        opts["timesteps"] = VPSchedule(m.betas).timesteps(steps, grid).tolist()
-    return api.sample(m, m.betas, x_T(), sampler, nfe, return_nfe=True, **opts)
+        steps = nfe // 2 if sampler == "heun" else nfe  # heun on a grid ending at t_min: 2 evaluations per step
+        opts["timesteps"] = m.schedule.timesteps(steps, grid).tolist()
+    return api.sample(m.network, m.schedule, x_T(schedule), sampler, nfe, return_nfe=True,
+                      prediction_type=m.prediction_type, **opts)
 
 
 def rms(a, b) -> float:
     return float(torch.sqrt(torch.mean((a - b) ** 2)))
 
 
-def measure(sampler: str, options: dict, nfes, grid=None):
+def measure(sampler: str, options: dict, nfes, grid=None, schedule: str | None = None):
     """[(nfe_used, error)] and the fitted order: minus the slope of log error vs log nfe_used, except for pndm and
     plms, fitted against their step counts nfe_used - 9 and nfe_used - 1 (their fixed extra warm-up evaluations
     would otherwise inflate the slope at these NFE)."""
-    ref = reference()
+    ref = reference(schedule)
     rows = []
     for nfe in nfes:
-        x, used = run(sampler, options, nfe, grid)
+        x, used = run(sampler, options, nfe, grid, schedule)
         rows.append((used, rms(x, ref)))
     n = np.log([r[0] - WARMUP_EXTRA.get(sampler, 0) for r in rows])
     e = np.log([r[1] for r in rows])
     return rows, float(-np.polyfit(n, e, 1)[0])
 
 
-def main():
+def main(schedule: str | None = None):
     torch.set_num_threads(1)
-    print(f"oracle: load_gmm({', '.join(f'{k}={v}' for k, v in ORACLE.items())}), batch {BATCH}, seed {SEED}")
+    cases = CASES if schedule is None else SCHEDULE_CASES[schedule]
+    print(f"oracle: load_gmm({', '.join(f'{k}={v}' for k, v in ORACLE.items())}, schedule={schedule}), "
+          f"batch {BATCH}, seed {SEED}")
     print("| sampler (options) | NFE | rms error vs reference | measured order | theory |")
     print("|---|---|---|---|---|")
-    for name, sampler, options, nfes, theory, grid, tested in CASES:
-        rows, order = measure(sampler, options, nfes, grid)
+    for name, sampler, options, nfes, theory, grid, tested in cases:
+        rows, order = measure(sampler, options, nfes, grid, schedule)
         ns = ", ".join(str(r[0]) for r in rows)
         es = ", ".join(f"{r[1]:.2e}" for r in rows)
         print(f"| {name} | {ns} | {es} | {order:.2f} | {theory}{'' if tested else ' (not asserted)'} |", flush=True)
@@ -147,4 +177,4 @@ def main():
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
-    main()
+    main(sys.argv[1] if len(sys.argv) > 1 else None)

@@ -35,3 +35,18 @@ def test_convergence_order(case):
     rows, order = C.measure(sampler, options, nfes, grid)
     assert [r[0] for r in rows] == [n - (1 - n % 2) if sampler == "heun" and grid is None else n for n in nfes]
     assert abs(order - theory) <= 0.3, (name, rows, order)
+
+
+FAST_ON_SCHEDULES = ("heun", "dpm order 3 multistep")  # one per family run by default; the others are slow
+SCHEDULE_CASES = [pytest.param(k, c, id=f"{k}-{c[0]}",
+                               marks=() if c[0] in FAST_ON_SCHEDULES else pytest.mark.slow)
+                  for k, cases in C.SCHEDULE_CASES.items() for c in cases]
+
+
+@pytest.mark.parametrize("schedule, case", SCHEDULE_CASES)
+def test_convergence_order_on_continuous_schedules(schedule, case):
+    """The same solvers on the oracle presented on VE (EDM's 0.002..80) and on score_sde's VPLinear converge at the
+    same orders as on the discrete schedule (docs/convergence.md, second table)."""
+    name, sampler, options, nfes, theory, grid, _ = case
+    rows, order = C.measure(sampler, options, nfes, grid, schedule)
+    assert abs(order - theory) <= 0.3, (schedule, name, rows, order)

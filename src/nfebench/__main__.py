@@ -42,9 +42,10 @@ def user_errors() -> tuple:
     from .data import DataError
     from .distributed import DistributedError
     from .runtime import RuntimeConfigError
+    from .schedules import ScheduleError
 
     return (ConfigError, SamplerError, ModelError, MetricsError, LeaderboardError, RunFailed, NLLError, MomentsError,
-            DataError, DistributedError, RuntimeConfigError)
+            DataError, DistributedError, RuntimeConfigError, ScheduleError)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")

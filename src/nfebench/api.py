@@ -6,9 +6,10 @@ from typing import Callable
 
 import torch
 
+from .models.parametrization import EpsAdapter
 from .samplers import CountedEps, SamplerError, get_sampler
 from .samplers.common import as_noise
-from .schedule import VPSchedule
+from .schedules import Schedule, as_schedule
 
 
 def check_nfe(nfe, min_nfe: int, sampler: str) -> int:
@@ -19,21 +20,36 @@ def check_nfe(nfe, min_nfe: int, sampler: str) -> int:
     return nfe
 
 
-def dry_run(sampler: str, nfe: int, betas, **options) -> int:
+def dry_run(sampler: str, nfe: int, betas_or_schedule, variance_type: str | None = None, **options) -> int:
     """Run the sampler on a zero model and one 1-pixel sample: validates its options and budget in milliseconds,
     before a real model is touched. Returns the evaluations the sampler will spend per sample."""
-    zeros = lambda x, t: torch.zeros_like(x)  # noqa: E731
-    _, used = sample(zeros, betas, torch.zeros(1, 1, 1, 1, dtype=torch.float64), sampler, nfe,
-                     generator=torch.Generator().manual_seed(0), return_nfe=True, **options)
+    channels = 2 if variance_type in ("learned", "learned_range") else 1
+    zeros = lambda x, t: torch.zeros_like(x).repeat(1, channels, 1, 1)  # noqa: E731
+    _, used = sample(zeros, betas_or_schedule, torch.zeros(1, 1, 1, 1, dtype=torch.float64), sampler, nfe,
+                     generator=torch.Generator().manual_seed(0), variance_type=variance_type, return_nfe=True,
+                     **options)
     return used
 
 
-def sample(eps_fn: Callable, betas, x_T: torch.Tensor, sampler: str = "dpm", nfe: int = 10, generator=None,
-           return_nfe: bool = False, **options):
-    """Solve from x_T to x_0 with `sampler`, calling eps_fn at most `nfe` times.
+def to_vp_frame(x_T: torch.Tensor, schedule: Schedule) -> torch.Tensor:
+    """x_T in the model's own space (N(0, I) on VP schedules; sigma_max * z on VE) -> the samplers' VP state."""
+    scale = float(schedule.input_scale(schedule.t_max))
+    return x_T if scale == 1.0 else x_T / scale
 
-    eps_fn(x, t): noise prediction; t is the model's own timestep, a float tensor of shape [B] in [0, T-1]; between
-    integers the schedule is linear interpolation of log(alpha_bar). betas: the 1-D training schedule (length T).
+
+def sample(model_fn: Callable, betas_or_schedule, x_T: torch.Tensor, sampler: str = "dpm", nfe: int = 10,
+           generator=None, prediction_type: str = "epsilon", *, variance_type: str | None = None,
+           return_nfe: bool = False, **options):
+    """Solve from x_T to x_0 with `sampler`, calling model_fn at most `nfe` times.
+
+    model_fn(x, tau): the network in its own terms. tau is the model's own time variable, a float tensor of shape
+    [B] (the discrete timestep in [0, T-1], the continuous t, or the VE sigma), x its own input scaling (the VP
+    state, or x_0 + sigma eps on a VE schedule); it returns its prediction_type: epsilon | sample (x_0) |
+    v_prediction | score (docs/models.md; nfebench.models.parametrization turns it into eps).
+    betas_or_schedule: a nfebench.schedules schedule (Discrete, VPLinear, VE) or a plain 1-D betas array (length
+    T, the Discrete schedule: between integers, linear interpolation of log(alpha_bar)).
+    x_T: the starting noise in the model's space (N(0, I); on VE: sigma_max * z, as EDM draws it).
+    variance_type: learned | learned_range for networks with 2C output channels (ddpm's variance=learned).
     generator: None, a torch.Generator, or a nfebench.samplers.PerSampleNoise (batch-size-independent noise).
     options: the sampler's own options (see nfebench.samplers.SAMPLERS[name].options); unknown ones are errors.
     Returns x_0 (and the number of evaluations spent if return_nfe=True).
@@ -41,18 +57,18 @@ def sample(eps_fn: Callable, betas, x_T: torch.Tensor, sampler: str = "dpm", nfe
     spec = get_sampler(sampler)
     opts = spec.check_options(options)
     check_nfe(nfe, spec.min_nfe, sampler)
-    sched = betas if isinstance(betas, VPSchedule) else VPSchedule(betas)
-    eps = CountedEps(eps_fn, budget=nfe)
+    sched = as_schedule(betas_or_schedule)
+    eps = CountedEps(EpsAdapter(model_fn, sched, prediction_type, variance_type), budget=nfe)
     with torch.no_grad():
-        x0 = spec.fn(eps, sched, x_T, nfe, as_noise(generator), **opts)
+        x0 = spec.fn(eps, sched, to_vp_frame(x_T, sched), nfe, as_noise(generator), **opts)
     return (x0, eps.calls) if return_nfe else x0
 
 
-def nll(eps_fn: Callable, betas, images_uint8: torch.Tensor, method: str = "ode", nfe: int | None = None,
-        generator=None, **options) -> dict:
+def nll(model_fn: Callable, betas_or_schedule, images_uint8: torch.Tensor, method: str = "ode", nfe: int | None = None,
+        generator=None, prediction_type: str = "epsilon", *, variance_type: str | None = None, **options) -> dict:
     """Negative log-likelihood of held-out uint8 images [N, C, H, W] in bits/dim (definitions: docs/nll.md).
 
-    Same eps_fn(x, t) and time convention as `sample` (t: the model's own timestep, float tensor [B] in [0, T-1]).
+    Same model_fn(x, tau), schedule, prediction_type and variance_type as `sample`.
     method="vlb": the negative ELBO of the K-step ddpm/ddim chain, K = nfe (None: the full chain, K = T); no offset.
         options: variance = small | large | analytic (Bao et al. 2022; needs moments), clip (clamp x0_hat),
         spacing (the chain's, as the samplers), moments (path from nfebench.analytic_dpm.cached_moments, or an
@@ -70,4 +86,6 @@ def nll(eps_fn: Callable, betas, images_uint8: torch.Tensor, method: str = "ode"
     """
     from .metrics.nll import nll as _nll
 
-    return _nll(eps_fn, betas, images_uint8, method=method, nfe=nfe, generator=generator, **options)
+    sched = as_schedule(betas_or_schedule)
+    return _nll(EpsAdapter(model_fn, sched, prediction_type, variance_type), sched, images_uint8, method=method,
+                nfe=nfe, generator=generator, **options)

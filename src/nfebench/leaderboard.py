@@ -49,6 +49,9 @@ COLUMNS = [
     "peak_gpu_mem_mb",     # peak CUDA memory allocated while sampling (max over ranks); empty on CPU
     "batch_size_used",     # batch size that fit (smaller than batch_size after an out-of-memory backoff)
     "world_size",          # torchrun processes that sampled (1 without torchrun)
+    # --- added with model generality (any parametrization and schedule) ---
+    "prediction_type",     # what the network predicts: epsilon | sample | v_prediction | score
+    "schedule",            # the noise schedule: discrete(T=1000) | vp_linear(...) | ve(sigma_min=..,sigma_max=..)
 ]
 
 

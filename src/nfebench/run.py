@@ -37,10 +37,9 @@ from .images import to_uint8
 from .leaderboard import append_row, atomic_write_bytes, atomic_write_text, read_leaderboard
 from .models import load_model
 from .paths import portable
-from .api import check_nfe, dry_run
+from .api import check_nfe, dry_run, to_vp_frame
 from .samplers import CountedEps, PerSampleNoise, get_sampler
 from .runtime import begin
-from .schedule import VPSchedule
 
 
 class ConfigError(ValueError):
@@ -154,7 +153,7 @@ def generate(model, p: Point, seeds: list[int], shard_dir: Path | None = None, p
     from tqdm import tqdm
 
     spec = get_sampler(p.sampler)
-    sched = VPSchedule(model.betas)
+    sched = model.schedule
     n = len(seeds)
     done = _finished_shards(shard_dir, n) if shard_dir else {}
     parts, nfe_used, seconds, i = [], 0, 0.0, 0
@@ -170,7 +169,8 @@ def generate(model, p: Point, seeds: list[int], shard_dir: Path | None = None, p
                 j = min(n, i + p.batch_size, min([a for a in done if a > i], default=n))
                 t0 = time.perf_counter()
                 noise = PerSampleNoise(seeds[i:j])
-                x = noise.randn(model.sample_shape, dtype=model.dtype).to(model.device)
+                x = to_vp_frame(sched.prior_std * noise.randn(model.sample_shape, dtype=model.dtype), sched)
+                x = x.to(model.device)
                 eps = CountedEps(model, budget=p.nfe)
                 x0 = spec.fn(eps, sched, x, p.nfe, noise, **p.sampler_options)
                 bad = eps.nonfinite or (None if torch.isfinite(x0).all() else
@@ -236,6 +236,9 @@ def analytic_moments_for(model, p: Point, progress=True) -> str:
     checkpoint (or in ~/.cache/nfebench). Its one-off cost is printed and kept apart from the NFE."""
     from .analytic_dpm import cached_moments
 
+    if not model.schedule.discrete:
+        raise ConfigError(f"Analytic-DPM needs a discrete schedule (moments at integer timesteps); model "
+                          f"{model.name!r} has {model.schedule.describe()}")
     train = load_split(p.dataset["name"], "train", **p.dataset.get("options", {}))
     gamma, info = cached_moments(model, model.betas, train, model_digest=model_digest(model),
                                  model_dir=model.source)
@@ -268,7 +271,7 @@ def measure_nll(model, p: Point, progress=True) -> dict:
         if opts["variance"] == "analytic" and opts.get("moments") is None:
             opts["moments"] = analytic_moments_for(model, p, progress)
     test = load_split(p.dataset["name"], "test", **p.dataset.get("options", {}))
-    res = nll(model, model.betas, test, method=method, nfe=nfe, generator=torch.Generator().manual_seed(p.seed),
+    res = nll(model, model.schedule, test, method=method, nfe=nfe, generator=torch.Generator().manual_seed(p.seed),
               **opts)
     return {"nll": res, "row": {"nll_bpd": res["bpd"], "nll_method": method, "nll_variance": res.get("variance"),
                                 "nll_nfe": res["nfe"], "nll_num_images": res["num_images"]}}
@@ -308,7 +311,7 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     model = load_model(p.model["kind"], device=p.device, **model_opts)
     if p.sampler.startswith("analytic_") and p.sampler_options.get("moments") is None:
         p.sampler_options = {**p.sampler_options, "moments": analytic_moments_for(model, p, progress)}
-    dry_run(p.sampler, p.nfe, model.betas, **p.sampler_options)  # bad options fail here, before any sampling
+    dry_run(p.sampler, p.nfe, model.schedule, model.variance_type, **p.sampler_options)  # bad options fail here, before any sampling
     model.load_seconds = time.perf_counter() - t_load
 
     run_dir = p.results_dir / "runs" / run_id
@@ -373,6 +376,7 @@ def _run_locked(p: Point, model, session, run_id: str, run_dir: Path, board: Pat
         "sampling_seconds": round(secs, 3), "samples_per_second": round(p.num_samples / secs, 2),
         "device": device_name, "nfebench_version": __version__,
         **gpu_row,  # gpu: precision, channels_last, compiled, peak_gpu_mem_mb, batch_size_used, world_size
+        "prediction_type": model.prediction_type, "schedule": model.schedule.describe(),
     }
     details = {"timings": timings, **({"nll": likelihood["nll"]} if likelihood else {})}
     atomic_write_text(run_dir / "metrics.json", json.dumps({**row, **details}, indent=2, default=str) + "\n")

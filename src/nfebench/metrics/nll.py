@@ -15,9 +15,12 @@ analytic variance). Data x_0 = uint8 / 127.5 - 1. On the chain of K = nfe intege
       small    : beta-tilde = beta' sigma_t^2 / sigma_s^2 (beta' = 1 - alpha_bar_s / alpha_bar_t, respaced)
       large    : beta'
       analytic : beta-tilde + c0^2 Var[x0 | x_s] from the moments Gamma (nfebench.analytic_dpm)
+      learned  : the network's own, per element (variance_type learned / learned_range; Nichol & Dhariwal 2021,
+                 Eq. 15 between log beta' and log beta-tilde: how Improved DDPM's published NLLs were measured)
   The decoder (Ho et al. 2020, Eq. 13) is the Gaussian N(x0_hat, v) integrated over the bin [x_0 - 1/255, x_0 + 1/255]
-  (the outer bins open-ended) with v = beta-tilde of the first original step (tau 1 -> 0), the same for all three
-  variances (the clipped log-variance of Ho et al.'s and improved-diffusion's code, and Analytic-DPM's nll code).
+  (the outer bins open-ended) with v = beta-tilde of the first original step (tau 1 -> 0), the same for the three
+  fixed variances (the clipped log-variance of Ho et al.'s and improved-diffusion's code, and Analytic-DPM's nll
+  code); for `learned`, the network's variance there, between log beta_1 and that clipped log beta-tilde.
 
 ode (Song et al. 2021, "Score-based generative modeling through SDEs", Sec. 4.3 and App. D.2). Uniform
 dequantization y = (uint8 + u) / 256, u ~ U[0, 1)^D, z = 2 y - 1 in [-1, 1). The probability-flow ODE in half
@@ -48,11 +51,12 @@ import numpy as np
 import torch
 
 from ..analytic_dpm import load_moments, optimal_variance
+from ..models.parametrization import learned_log_variance
 from ..samplers.common import CLEAN, alpha_sigma, chain_grid, check_spacing
-from ..schedule import VPSchedule
+from ..schedules import Schedule, as_schedule
 
 LN2 = math.log(2.0)
-VARIANCES = ("small", "large", "analytic")
+VARIANCES = ("small", "large", "analytic", "learned")
 ODE_SOLVERS = ("rk45", "heun", "euler")
 DIVERGENCES = ("auto", "exact", "hutchinson")
 EXACT_MAX_DIM = 256  # divergence="auto": exact up to this many dimensions (digits 64), Hutchinson above
@@ -102,27 +106,28 @@ def log_normal_bin(lo, hi):
     return lb + _log1mexp(la - lb)
 
 
-def discretized_gaussian_log_likelihood(x_uint8: torch.Tensor, mean: torch.Tensor, var: float) -> torch.Tensor:
+def discretized_gaussian_log_likelihood(x_uint8: torch.Tensor, mean: torch.Tensor, var) -> torch.Tensor:
     """log P(x) per element under N(mean, var) integrated over x's bin (Ho et al. 2020, Eq. 13), in nats.
 
     The bin of level k is [x - 1/255, x + 1/255] with x = k / 127.5 - 1; level 0 extends to -inf, level 255 to +inf.
     """
     x = x_uint8.double() / 127.5 - 1.0
-    std = math.sqrt(var)
+    std = torch.as_tensor(var, dtype=torch.float64).sqrt()  # a float, or a tensor of per-element variances
     lo = torch.where(x_uint8 == 0, torch.full_like(x, -math.inf), (x - 1.0 / 255.0 - mean) / std)
     hi = torch.where(x_uint8 == 255, torch.full_like(x, math.inf), (x + 1.0 / 255.0 - mean) / std)
     return log_normal_bin(lo, hi)
 
 
 # --- vlb ----------------------------------------------------------------------------------------------------------
-def decoder_variance(sched: VPSchedule, tau_1: float) -> float:
-    """beta-tilde of the original step tau = 1 -> 0 when the chain ends at tau_1 = 0; else (K = 1) sigma(tau_1)^2."""
-    if tau_1 == 0:
+def decoder_variance(sched: Schedule, tau_1: float) -> float:
+    """beta-tilde of the original step tau = 1 -> 0 when a Discrete chain ends at tau_1 = 0; else (K = 1, or a
+    continuous schedule) sigma(tau_1)^2."""
+    if sched.discrete and tau_1 == 0:
         return float(sched.betas[1] * (1.0 - sched.alphas_cumprod[0]) / (1.0 - sched.alphas_cumprod[1]))
     return float(sched.sigma(tau_1) ** 2)
 
 
-def vlb_terms(eps_fn: Callable, sched: VPSchedule, images_uint8: torch.Tensor, num_steps: int, *,
+def vlb_terms(eps_fn: Callable, sched: Schedule, images_uint8: torch.Tensor, num_steps: int, *,
               spacing: str = "uniform", variances=("small",), clips=(False,), gamma=None, batch_size: int = 256,
               generator: torch.Generator | None = None) -> dict:
     """Per-image terms (nats) of the K-step bound for several (variance, clip) choices from one set of evaluations.
@@ -155,28 +160,35 @@ def vlb_terms(eps_fn: Callable, sched: VPSchedule, images_uint8: torch.Tensor, n
         c0 = a_t * beta / s_s**2  # posterior-mean coefficient of x0 (Ho et al. 2020, Eq. 7)
         noise = _rand(x0.shape, generator)  # all images at once: batch-size independent
         x0_hat = torch.empty_like(x0)
+        log_var = torch.empty_like(x0) if "learned" in variances else None  # the network's, per element
+        log_beta = math.log(beta)
+        log_post = math.log(post if t != CLEAN else decoder_variance(sched, s))  # clipped onto clean data
         with torch.no_grad():
             for i in range(0, n, batch_size):
                 x_s = a_s * x0[i:i + batch_size] + s_s * noise[i:i + batch_size]
                 xin = x_s.to(dtype=dtype, device=device)
-                e = eps_fn(xin, torch.full((xin.shape[0],), float(s), dtype=dtype, device=device)).double().cpu()
-                x0_hat[i:i + batch_size] = (x_s - s_s * e) / a_s
+                e = eps_fn(xin, torch.full((xin.shape[0],), float(s), dtype=dtype, device=device))
+                x0_hat[i:i + batch_size] = (x_s - s_s * e.double().cpu()) / a_s
+                if log_var is not None:
+                    log_var[i:i + batch_size] = learned_log_variance(e, log_beta, log_post).cpu()
                 calls += 1
         for (var_kind, clip), acc in out.items():
             xh = x0_hat.clamp(-1.0, 1.0) if clip else x0_hat
             if t == CLEAN:
-                acc["decoder"] = -discretized_gaussian_log_likelihood(x_u8, xh, decoder_variance(sched, s)).flatten(
-                    1).sum(1)
+                v_dec = log_var.exp() if var_kind == "learned" else decoder_variance(sched, s)
+                acc["decoder"] = -discretized_gaussian_log_likelihood(x_u8, xh, v_dec).flatten(1).sum(1)
                 continue
             if var_kind == "small":
                 v_p = post
             elif var_kind == "large":
                 v_p = beta
+            elif var_kind == "learned":
+                v_p = log_var.exp()
             else:
                 v_p = optimal_variance(sched, float(s), float(t), float(gamma[int(s)]), post)
-            # KL between N(mu_q, post) and N(mu_p, v_p); mu_q - mu_p = c0 (x0 - x0_hat)
-            kl = 0.5 * (dims * (math.log(v_p / post) + post / v_p - 1.0)
-                        + (c0**2 / v_p) * (x0 - xh).pow(2).flatten(1).sum(1))
+            # KL between N(mu_q, post) and N(mu_p, v_p) per element; mu_q - mu_p = c0 (x0 - x0_hat)
+            kl = (0.5 * (torch.log(torch.as_tensor(v_p / post, dtype=torch.float64)) + post / v_p - 1.0
+                         + c0**2 * (x0 - xh).pow(2) / v_p)).expand_as(x0).flatten(1).sum(1)
             acc["kl"] += kl
             acc["kl_steps"].append(kl.mean().item())
     return {"grid": ts, "nfe": len(ts) - 1, "calls": calls, "terms": out, "dims": dims}
@@ -217,7 +229,7 @@ class _ODEFunc:
     def __call__(self, lam: float, x: torch.Tensor):
         """(dx/dlambda, div) at half log-SNR lam; x float64 [B, ...] on the CPU."""
         lab = -math.log1p(math.exp(-2.0 * lam)) if lam > -20 else 2.0 * lam  # log alpha_bar = -softplus(-2 lam)
-        tau = float(np.clip(self.sched.tau_from_log_alpha_bar(lab), 0.0, self.sched.t_max))
+        tau = float(np.clip(self.sched.tau_from_log_alpha_bar(lab), self.sched.t_min, self.sched.t_max))
         sig = math.sqrt(-math.expm1(lab))
         b = x.shape[0]
         xin = x.to(dtype=self.dtype, device=self.device).detach().requires_grad_(True)
@@ -252,9 +264,9 @@ def _lam(sched, tau) -> float:
     return float(sched.lambda_(tau))
 
 
-def ode_logp_batch(eps_fn, sched: VPSchedule, z: torch.Tensor, *, nfe=None, solver="rk45", atol=1e-5, rtol=1e-5,
+def ode_logp_batch(eps_fn, sched: Schedule, z: torch.Tensor, *, nfe=None, solver="rk45", atol=1e-5, rtol=1e-5,
                    exact=True, probes=None, spacing="logsnr") -> dict:
-    """log p_{tau=0}(z) (nats) of one batch z (float64, model range) through the probability-flow ODE.
+    """log p_{tau=t_min}(z) (nats) of one batch z (float64, model range) through the probability-flow ODE.
 
     Returns {"logp", "prior", "delta": float64 [B], "forward", "vjp": counts for the batch}.
     """
@@ -262,7 +274,7 @@ def ode_logp_batch(eps_fn, sched: VPSchedule, z: torch.Tensor, *, nfe=None, solv
     shape = tuple(z.shape)
     b, dims = shape[0], int(np.prod(shape[1:]))
     f = _ODEFunc(eps_fn, sched, shape, exact, probes, dtype, device)
-    lam0, lam1 = _lam(sched, 0.0), _lam(sched, sched.t_max)
+    lam0, lam1 = _lam(sched, sched.t_min), _lam(sched, sched.t_max)
     if solver == "rk45":
         from scipy.integrate import solve_ivp
 
@@ -280,7 +292,7 @@ def ode_logp_batch(eps_fn, sched: VPSchedule, z: torch.Tensor, *, nfe=None, solv
     else:
         stages = 2 if solver == "heun" else 1
         n_int = nfe // stages + nfe % stages  # heun with an odd budget: the last interval is an Euler step
-        taus = sched.timesteps(n_int, spacing)[::-1]  # 0 .. T-1
+        taus = sched.timesteps(n_int, spacing)[::-1]  # t_min .. t_max
         lams = [_lam(sched, t) for t in taus]
         x, delta = z.clone(), torch.zeros(b, dtype=torch.float64)
         for i in range(n_int):
@@ -297,7 +309,7 @@ def ode_logp_batch(eps_fn, sched: VPSchedule, z: torch.Tensor, *, nfe=None, solv
     return {"logp": prior + delta, "prior": prior, "delta": delta, "forward": f.forward, "vjp": f.vjp}
 
 
-def ode_nll(eps_fn, sched: VPSchedule, images_uint8: torch.Tensor, *, nfe=None, solver=None, atol=1e-5, rtol=1e-5,
+def ode_nll(eps_fn, sched: Schedule, images_uint8: torch.Tensor, *, nfe=None, solver=None, atol=1e-5, rtol=1e-5,
             divergence="auto", probes=1, spacing="logsnr", batch_size=512, generator=None) -> dict:
     """Bits/dim of uniformly dequantized images under the probability-flow ODE (module docstring, `ode`).
 
@@ -366,7 +378,7 @@ def nll(eps_fn: Callable, betas, images_uint8: torch.Tensor, method: str = "ode"
     bs = opts.pop("batch_size")
     if isinstance(bs, bool) or not isinstance(bs, int) or bs < 1:
         raise NLLError(f"batch_size must be a positive integer, got {bs!r}")
-    sched = betas if isinstance(betas, VPSchedule) else VPSchedule(betas)
+    sched = as_schedule(betas)
     images = _check_images(images_uint8)
     num = opts.pop("num_images")
     if num is not None:
@@ -377,6 +389,8 @@ def nll(eps_fn: Callable, betas, images_uint8: torch.Tensor, method: str = "ode"
         variance, clip, spacing = opts["variance"], bool(opts["clip"]), opts["spacing"]
         if variance not in VARIANCES:
             raise NLLError(f"unknown variance {variance!r}; allowed: {', '.join(VARIANCES)}")
+        if variance == "analytic" and not sched.discrete:
+            raise NLLError(f"variance='analytic' needs a discrete schedule; this one is {sched.describe()}")
         gamma = load_moments(opts["moments"], sched.T) if variance == "analytic" else None
         k = sched.T if nfe is None else nfe
         terms = vlb_terms(eps_fn, sched, images, k, spacing=spacing, variances=(variance,), clips=(clip,),

@@ -1,4 +1,4 @@
-"""EpsModel: a noise-prediction network as eps(x, t) with its training betas, counting every forward call."""
+"""EpsModel: a network as eps(x, tau) in the VP frame with its noise schedule, counting every forward call."""
 
 from __future__ import annotations
 
@@ -15,15 +15,30 @@ class ModelError(ValueError):
 
 @dataclass
 class EpsModel:
+    """What every loader returns. `fn` is already eps in the VP frame (the network behind the parametrization
+    adapter, nfebench.models.parametrization); `schedule` is its noise schedule (nfebench.schedules), `betas` the
+    training betas when that schedule is Discrete (None otherwise)."""
+
     name: str
-    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # eps(x [B,C,H,W], t [B] float model timesteps)
-    betas: np.ndarray  # float64 training schedule, length T
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # eps(x_vp [B,C,H,W], tau [B] the model's own time)
+    betas: np.ndarray | None  # float64 training schedule, length T (Discrete schedules)
     sample_shape: tuple  # (C, H, W)
     dtype: torch.dtype = torch.float32  # the dtype x should be in
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     calls: int = 0  # forward calls (each one a whole batch), counted here whatever the caller does
     source: str | None = None  # the checkpoint directory, if the model came from one
     module: torch.nn.Module | None = None  # the network behind fn, if any (runtime: channels_last, compile)
+    schedule: object = None  # a nfebench.schedules.Schedule; None: Discrete(betas)
+    prediction_type: str = "epsilon"  # what the network predicts (before the adapter)
+    variance_type: str | None = None  # learned / learned_range: the network also outputs the variance
+
+    def __post_init__(self):
+        from ..schedules import Discrete
+
+        if self.schedule is None:
+            self.schedule = Discrete(self.betas)
+        if self.betas is None and self.schedule.discrete:
+            self.betas = self.schedule.betas
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         self.calls += 1

@@ -5,6 +5,10 @@ and eps = -s * score are closed-form. With C = U diag(d) U^T the covariance of c
 U diag(a^2 d + s^2) U^T, so everything costs one rotation per component and no matrix inverse at run time.
 Samplers run on it with no model error in the way, its exact samples give a reference for sample statistics, and
 its exact density checks the likelihood estimators.
+
+The oracle can be presented as any parametrization on any schedule (load_gmm's prediction_type and schedule): the
+network it then shows is the exact eps mapped to that prediction in that schedule's input scaling, and the adapter
+maps it back, so every parametrization and schedule has an exact-score twin.
 """
 
 from __future__ import annotations
@@ -15,19 +19,20 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from ..schedule import VPSchedule, linear_betas
-from .base import EpsModel
+from ..schedules import Discrete, Schedule, from_config, linear_betas
+from .base import EpsModel, ModelError
+from .parametrization import EpsAdapter, present
 
 
 class GaussianMixtureVP:
     """p_0 = sum_k w_k N(mu_k, U_k diag(d_k) U_k^T) in model range ([-1, 1] pixels, flattened to D dims)."""
 
-    def __init__(self, weights, means, covariances, betas, shape):
+    def __init__(self, weights, means, covariances, betas_or_schedule, shape):
         self.w = torch.as_tensor(weights, dtype=torch.float64)
         self.mu = torch.as_tensor(means, dtype=torch.float64)  # [K, D]
         d, u = torch.linalg.eigh(torch.as_tensor(covariances, dtype=torch.float64))
         self.d, self.u = d.clamp_min(1e-12), u  # [K, D], [K, D, D]
-        self.sched = VPSchedule(betas)
+        self.sched = betas_or_schedule if isinstance(betas_or_schedule, Schedule) else Discrete(betas_or_schedule)
         self.shape = tuple(shape)
         self.D = self.mu.shape[1]
 
@@ -35,7 +40,7 @@ class GaussianMixtureVP:
         """Per-sample (alpha, sigma) at model timesteps t [B] (t = -1: clean data)."""
         tn = t.detach().double().cpu().numpy()
         clean = tn < 0
-        tc = np.where(clean, 0.0, tn)
+        tc = np.where(clean, self.sched.t_min, tn)
         a = np.where(clean, 1.0, self.sched.alpha(tc))
         s = np.where(clean, 0.0, self.sched.sigma(tc))
         return torch.from_numpy(a), torch.from_numpy(s)
@@ -99,11 +104,26 @@ def fit_gmm(dataset: str = "digits", n_components: int = 20, reg_covar: float = 
 
 
 def load_gmm(device="cpu", dataset: str = "digits", n_components: int = 20, reg_covar: float = 1e-4, seed: int = 0,
-             betas=None, name: str | None = None, dtype: str = "float64") -> EpsModel:
+             betas=None, name: str | None = None, dtype: str = "float64", prediction_type: str = "epsilon",
+             schedule=None) -> EpsModel:
+    """The oracle as an EpsModel. schedule: None (Discrete(betas), default linear betas), a Schedule, or a config
+    value for nfebench.schedules.from_config ("ve", {kind: vp_linear, beta_max: 20}, ...); prediction_type: the
+    parametrization it presents itself as (the adapter turns it back into the exact eps)."""
+    if schedule is not None and betas is not None:
+        raise ModelError("give the oracle either betas or a schedule, not both")
+    if isinstance(schedule, Schedule):
+        sched = schedule
+    elif schedule is not None:
+        sched = from_config(schedule)
+    else:
+        sched = Discrete(linear_betas() if betas is None else betas)
     w, m, c, shape = fit_gmm(dataset, n_components, reg_covar, seed)
-    betas = linear_betas() if betas is None else np.asarray(betas, dtype=np.float64)
-    gmm = GaussianMixtureVP(w, m, c, betas, shape)
-    model = EpsModel(name=name or f"gmm_{dataset}", fn=gmm.eps, betas=betas, sample_shape=shape,
-                     dtype={"float32": torch.float32, "float64": torch.float64}[dtype], device=torch.device(device))
+    gmm = GaussianMixtureVP(w, m, c, sched, shape)
+    network = present(gmm.eps, sched, prediction_type)  # what a network of that kind would output, exactly
+    model = EpsModel(name=name or f"gmm_{dataset}", fn=EpsAdapter(network, sched, prediction_type),
+                     betas=sched.betas if sched.discrete else None, sample_shape=shape,
+                     dtype={"float32": torch.float32, "float64": torch.float64}[dtype], device=torch.device(device),
+                     schedule=sched, prediction_type=prediction_type)
     model.gmm = gmm  # exact sampling and density for tests and NLL checks
+    model.network = network  # the oracle in the model's own terms (for nfebench.sample with prediction_type)
     return model

@@ -19,6 +19,9 @@ from .registry import SamplerError, register
 
 
 def _moments(moments, sched):
+    if not sched.discrete:
+        raise SamplerError(f"Analytic-DPM needs a discrete schedule (moments at integer timesteps); this model's "
+                           f"schedule is {sched.describe()}")
     try:
         return load_moments(moments, sched.T)
     except MomentsError as e:

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..schedule import SPACINGS, VPSchedule
+from ..schedules import SPACINGS, Schedule
 from .registry import SamplerError
 
 CLEAN = -1.0  # timestep of clean data: alpha_bar(-1) = 1, sigma = 0 (the DDPM/DDIM chain's final x_0)
@@ -89,32 +89,36 @@ def check_spacing(spacing: str) -> str:
     return spacing
 
 
-def explicit_grid(sched: VPSchedule, timesteps, allow_clean: bool) -> np.ndarray:
-    """Validate a user-given grid: strictly decreasing, within [0, T-1] (or ending at CLEAN where allowed)."""
+def explicit_grid(sched: Schedule, timesteps, allow_clean: bool) -> np.ndarray:
+    """Validate a user-given grid: strictly decreasing, within [t_min, t_max] (or ending at CLEAN where allowed)."""
     ts = np.asarray(list(timesteps), dtype=np.float64)
-    lo = CLEAN if allow_clean else 0.0
-    if ts.ndim != 1 or ts.size < 2 or np.any(np.diff(ts) >= 0) or ts[0] > sched.t_max or ts[-1] < lo:
-        raise SamplerError(f"timesteps must be a strictly decreasing list of >= 2 values in [{lo:g}, {sched.t_max:g}]")
-    if allow_clean and np.any(ts[:-1] < 0):
+    lo = sched.t_min
+    ok = ts.ndim == 1 and ts.size >= 2 and np.all(np.diff(ts) < 0) and ts[0] <= sched.t_max
+    if not ok or not (ts[-1] >= lo or (allow_clean and ts[-1] == CLEAN)):
+        where = f"[{lo:g}, {sched.t_max:g}]" + (" (the last may be -1, clean data)" if allow_clean else "")
+        raise SamplerError(f"timesteps must be a strictly decreasing list of >= 2 values in {where}")
+    if np.any(ts[:-1] < lo):
         raise SamplerError("only the last timestep may be -1 (clean data)")
     return ts
 
 
-def chain_grid(sched: VPSchedule, num_evals: int, spacing: str) -> np.ndarray:
-    """The DDPM/DDIM chain: num_evals integer timesteps from T-1 down to 0, then CLEAN (Ho et al. 2020 Alg. 2;
-    Song et al. 2021 Sec. 4.2). The model is evaluated at every point but the last."""
+def chain_grid(sched: Schedule, num_evals: int, spacing: str) -> np.ndarray:
+    """The DDPM/DDIM chain: num_evals timesteps from t_max down to t_min, then CLEAN (Ho et al. 2020 Alg. 2;
+    Song et al. 2021 Sec. 4.2). The model is evaluated at every point but the last. On a Discrete schedule the
+    timesteps are rounded to the integers the model was trained on; on continuous ones the grid is used as is."""
     check_spacing(spacing)
     if num_evals == 1:
         taus = np.array([sched.t_max])
     else:
-        taus = np.rint(sched.timesteps(num_evals - 1, spacing))
+        taus = sched.timesteps(num_evals - 1, spacing)
+        taus = np.rint(taus) if sched.discrete else taus
     if np.any(np.diff(taus) >= 0):
         raise SamplerError(f"spacing {spacing!r} gives repeated integer timesteps at {num_evals} steps; "
                            f"use fewer steps or another spacing")
     return np.append(taus, CLEAN)
 
 
-def alpha_sigma(sched: VPSchedule, tau: float) -> tuple[float, float]:
+def alpha_sigma(sched: Schedule, tau: float) -> tuple[float, float]:
     """(alpha, sigma) at tau as Python floats; tau = CLEAN gives (1, 0)."""
     if tau == CLEAN:
         return 1.0, 0.0

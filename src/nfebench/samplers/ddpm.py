@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from ..models.parametrization import learned_log_variance
 from .common import CLEAN, alpha_sigma, chain_grid, explicit_grid
 from .registry import SamplerError, register
 
@@ -28,23 +29,34 @@ def ddpm(eps, sched, x, nfe, noise, *, variance="small", spacing="uniform", clip
     """Ancestral sampling (Ho et al. 2020, Alg. 2) on a respaced chain (Nichol & Dhariwal 2021, Sec. 4).
 
     variance: "small" = posterior beta-tilde, "large" = beta (both from Ho et al. 2020, Sec. 3.2), of the
-    respaced step beta = 1 - alpha_bar_t / alpha_bar_s. clip: clamp x_0-hat to [-1, 1] (the DDPM code does).
+    respaced step beta = 1 - alpha_bar_t / alpha_bar_s; "learned" = the network's own (variance_type learned or
+    learned_range): Improved DDPM's exp(v log beta + (1 - v) log beta-tilde) (Nichol & Dhariwal 2021, Eq. 15) of
+    the respaced step, as their respaced sampler uses it. clip: clamp x_0-hat to [-1, 1] (the DDPM code does).
     """
-    if variance not in ("small", "large"):
-        raise SamplerError(f"unknown variance {variance!r} for ddpm; allowed: small, large")
+    if variance not in ("small", "large", "learned"):
+        raise SamplerError(f"unknown variance {variance!r} for ddpm; allowed: small, large, learned")
     ts = _grid(eps, sched, nfe, spacing, timesteps)
     for s, t in zip(ts[:-1], ts[1:]):
         a_s, s_s = alpha_sigma(sched, s)
         a_t, s_t = alpha_sigma(sched, t)
-        x0 = _x0(x, eps(x, s), a_s, s_s, clip)
+        e = eps(x, s)
+        x0 = _x0(x, e, a_s, s_s, clip)
         beta = 1.0 - (a_s / a_t) ** 2  # respaced beta of this step
         # posterior q(x_t | x_s, x_0) mean (Ho et al. 2020, Eq. 7)
         mean = (a_t * beta / s_s**2) * x0 + (math.sqrt(1.0 - beta) * s_t**2 / s_s**2) * x
         if t == CLEAN:
             x = mean  # last step: no noise
         else:
-            var = beta * s_t**2 / s_s**2 if variance == "small" else beta
-            x = mean + math.sqrt(var) * noise.randn_like(x)
+            post = beta * s_t**2 / s_s**2
+            if variance == "learned":
+                try:
+                    log_var = learned_log_variance(e, math.log(beta), math.log(post))
+                except ValueError as err:
+                    raise SamplerError(str(err)) from None
+                std = (0.5 * log_var).exp().to(dtype=x.dtype, device=x.device)
+            else:
+                std = math.sqrt(post if variance == "small" else beta)
+            x = mean + std * noise.randn_like(x)
     return x
 
 

@@ -60,6 +60,9 @@ def fit_steps(scheduler, nfe: int, name: str) -> int:
 @register("diffusers")
 def diffusers_scheduler(eps, sched, x, nfe, noise, *, scheduler="DPMSolverMultistepScheduler", scheduler_kwargs=None):
     """A diffusers scheduler class (by name) on our model and call counter; spends len(timesteps) <= nfe."""
+    if not sched.discrete:
+        raise SamplerError(f"sampler=diffusers needs a discrete schedule (trained betas); this model's schedule is "
+                           f"{sched.describe()}")
     sch = make_scheduler(scheduler, sched.betas, scheduler_kwargs)
     fit_steps(sch, nfe, scheduler)
     step_kw = {"generator": noise.generator} if "generator" in inspect.signature(sch.step).parameters else {}

@@ -2,7 +2,7 @@
 
 The PF-ODE in EDM's variables: x_hat = x / alpha and sigma = sigma_vp / alpha (schedule.edm_sigma), so that
 dx_hat/dsigma = eps(alpha x_hat, tau(sigma)) exactly (EDM Eq. 4 with s(t) = alpha, and D = x_hat - sigma eps).
-Steps: sigma_i of Eq. 5 (rho = 7) from sigma(T-1) to sigma(0) for i < N, then sigma_N = 0 (clean data).
+Steps: sigma_i of Eq. 5 (rho = 7) from sigma(t_max) to sigma(t_min) for i < N, then sigma_N = 0 (clean data).
 
   euler: x_{i+1} = x_i + (sigma_{i+1} - sigma_i) d_i                   N steps, N evaluations (= DDIM)
   heun : the same, then if sigma_{i+1} != 0 average d_i with d at the trial point (Eq. / Alg. 1 lines 9-11)
@@ -16,7 +16,7 @@ from .registry import SamplerError, register
 
 
 def edm_grid(sched, n_steps: int, spacing: str, timesteps):
-    """N+1 timesteps: N from T-1 to 0 in `spacing` (EDM's karras, rho=7, by default), then CLEAN (sigma = 0)."""
+    """N+1 timesteps: N from t_max to t_min in `spacing` (EDM's karras, rho=7, by default), then CLEAN (sigma = 0)."""
     if timesteps is not None:
         return explicit_grid(sched, timesteps, allow_clean=True)
     check_spacing(spacing)
