@@ -1,6 +1,8 @@
 """Model loaders: each returns an EpsModel, the only thing samplers and metrics see of a network.
 
-kinds: `diffusers` (any UNet2DModel directory or hub id) and `gmm` (the exact-score Gaussian-mixture oracle).
+kinds: `diffusers` (any UNet2DModel directory or hub id), `python` (a user's factory function) and `gmm` (the
+exact-score Gaussian-mixture oracle). What the network predicts and its schedule are resolved by the one adapter,
+nfebench.models.parametrization.
 """
 
 from __future__ import annotations
@@ -8,8 +10,9 @@ from __future__ import annotations
 from .base import EpsModel, ModelError
 from .diffusers_unet import load_diffusers
 from .gmm import load_gmm
+from .python_factory import load_python
 
-LOADERS = {"diffusers": load_diffusers, "gmm": load_gmm}
+LOADERS = {"diffusers": load_diffusers, "gmm": load_gmm, "python": load_python}
 
 
 def load_model(kind: str, device="cpu", **options) -> EpsModel:

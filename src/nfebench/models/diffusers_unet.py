@@ -1,7 +1,14 @@
 """Any diffusers UNet2DModel (a directory saved with save_pretrained, or a hub id in the local cache) as an EpsModel.
 
-The betas come from scheduler_config.json beside the weights (DDPMScheduler's linear / scaled_linear /
-squaredcos_cap_v2 schedules) or, without one, Ho et al.'s linear 1e-4..0.02 over T=1000.
+What the network is comes from scheduler_config.json beside the weights:
+- DDPM, DDIM, PNDM, DPMSolver*, Euler*, UniPC, DEIS, Heun, ... configs (anything with betas): the Discrete schedule
+  of their training betas (DDPMScheduler's linear / scaled_linear / squaredcos_cap_v2 / trained_betas, computed by
+  diffusers itself), their prediction_type (epsilon | sample | v_prediction) and variance_type (learned /
+  learned_range: 2C output channels). The network gets the integer-valued timestep tau in [0, T-1].
+- ScoreSdeVeScheduler (the google/ncsnpp-* models): VE(sigma_min, sigma_max) with score output; the network gets
+  the VE sigma as its time input (UNet2DModel's Fourier embedding of log sigma) and x_0 + sigma eps as its input.
+Without a scheduler config: Ho et al.'s linear 1e-4..0.02 over T=1000, epsilon. model.prediction_type,
+model.variance_type and model.schedule override what the config says (for checkpoints whose config is wrong).
 """
 
 from __future__ import annotations
@@ -12,19 +19,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..schedule import linear_betas
+from ..schedules import VE, Discrete, from_config, linear_betas
 from .base import EpsModel, ModelError
+from .parametrization import EpsAdapter, check_prediction_type, check_variance_type
 
 
 def betas_from_scheduler_config(cfg: dict) -> np.ndarray:
-    """The training betas a DDPMScheduler config describes, computed by diffusers itself (float64)."""
+    """The training betas a DDPM-style scheduler config describes, computed by diffusers itself (float64)."""
     from diffusers import DDPMScheduler
 
-    if cfg.get("prediction_type", "epsilon") != "epsilon":
-        raise ModelError(f"prediction_type {cfg['prediction_type']!r} is not supported; allowed: epsilon")
     keys = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas")
-    sched = DDPMScheduler(**{k: cfg[k] for k in keys if k in cfg})
+    try:
+        sched = DDPMScheduler(**{k: cfg[k] for k in keys if k in cfg and cfg[k] is not None})
+    except (NotImplementedError, ValueError) as e:
+        raise ModelError(f"cannot build the training betas from the scheduler config: {e}") from None
     return sched.betas.double().numpy()
+
+
+def read_scheduler_config(cfg: dict | None) -> tuple:
+    """(schedule, prediction_type, variance_type) a diffusers scheduler config describes (module docstring)."""
+    if cfg is None:
+        return Discrete(linear_betas()), "epsilon", None
+    if cfg.get("_class_name") == "ScoreSdeVeScheduler":
+        return VE(cfg.get("sigma_min", 0.01), cfg.get("sigma_max", 1348.0)), "score", None
+    return (Discrete(betas_from_scheduler_config(cfg)), cfg.get("prediction_type", "epsilon"),
+            cfg.get("variance_type"))
 
 
 def _resolve(path: str) -> tuple[Path, str | None]:
@@ -56,16 +75,19 @@ def _resolve(path: str) -> tuple[Path, str | None]:
                      f"save_pretrained) or a hub id like google/ddpm-cifar10-32")
 
 
-def load_diffusers(path: str | None = None, device="cpu", name: str | None = None, dtype: str = "float32", dataset: str | None = None,
-                   **_unused) -> EpsModel:
-    """Load a UNet2DModel as an EpsModel. `dataset` names what it was trained on (checked by runtime.preflight)."""
+def load_diffusers(path: str | None = None, device="cpu", name: str | None = None, dtype: str = "float32",
+                   dataset: str | None = None, prediction_type: str | None = None, variance_type: str | None = None,
+                   schedule=None, **_unused) -> EpsModel:
+    """Load a UNet2DModel as an EpsModel. `dataset` names what it was trained on (checked by runtime.preflight);
+    prediction_type, variance_type, schedule: None = what the scheduler config says."""
     from diffusers import UNet2DModel
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()
 
     if _unused:
-        raise ModelError(f"unknown model option {sorted(_unused)[0]!r}; allowed: path, name, dtype, dataset")
+        raise ModelError(f"unknown model option {sorted(_unused)[0]!r}; allowed: path, name, dtype, dataset, "
+                         f"prediction_type, variance_type, schedule")
     if dtype not in ("float32", "float64"):
         raise ModelError(f"unknown model dtype {dtype!r}; allowed: float32, float64")
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
@@ -82,14 +104,22 @@ def load_diffusers(path: str | None = None, device="cpu", name: str | None = Non
         raise ModelError(f"cannot load the UNet in {str(cfg_dir)!r}: {msg}") from None
     sched_file = next((f for f in (root / "scheduler_config.json", root / "scheduler" / "scheduler_config.json")
                        if f.exists()), None)
-    betas = betas_from_scheduler_config(json.loads(sched_file.read_text())) if sched_file else linear_betas()
+    sched, ptype, vtype = read_scheduler_config(json.loads(sched_file.read_text()) if sched_file else None)
+    sched = sched if schedule is None else from_config(schedule)
+    ptype = check_prediction_type(ptype if prediction_type is None else prediction_type)
+    vtype = check_variance_type(vtype if variance_type is None else variance_type)
     unet = unet.to(device=device).eval().requires_grad_(False)
     c = unet.config
+    expected = c.in_channels * (2 if vtype in ("learned", "learned_range") else 1)
+    if c.out_channels != expected:
+        raise ModelError(f"the UNet in {str(cfg_dir)!r} outputs {c.out_channels} channels but variance_type "
+                         f"{vtype!r} with {c.in_channels} input channels needs {expected}")
 
-    def eps_fn(x, t):
+    def network(x, t):
         return unet(x, t).sample
 
-    return EpsModel(name=name or Path(path).name, fn=eps_fn, betas=betas,
+    return EpsModel(name=name or Path(path).name, fn=EpsAdapter(network, sched, ptype, vtype),
+                    betas=sched.betas if sched.discrete else None,
                     sample_shape=(c.in_channels, c.sample_size, c.sample_size) if isinstance(c.sample_size, int)
                     else (c.in_channels, *c.sample_size), dtype=torch_dtype, device=torch.device(device),
-                    source=str(cfg_dir), module=unet)
+                    source=str(cfg_dir), module=unet, schedule=sched, prediction_type=ptype, variance_type=vtype)
