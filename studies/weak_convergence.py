@@ -30,6 +30,7 @@ CASES = [
     ("sde reverse_diffusion + langevin", "sde", {"predictor": "reverse_diffusion", "corrector": "langevin"},
      [20, 40, 100, 200, 400, 1000]),
     ("edm_stochastic (CIFAR-10 VP preset)", "edm_stochastic", {}, [9, 19, 49, 99, 199]),
+    ("heun (deterministic PF-ODE, for comparison)", "heun", {}, [9, 19, 49, 99, 199]),
     ("restart (CIFAR-10 VP interval)", "restart", {}, [19, 29, 49, 99, 199]),
     ("ggf", "ggf", None, [({"eps_abs": e, "eps_rel": r}, 5000) for e, r in
                           [(0.05, 0.5), (0.0078, 0.05), (0.002, 0.01), (5e-4, 2e-3)]]),

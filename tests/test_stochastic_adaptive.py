@@ -4,6 +4,7 @@ convergence, the ODE solution, a VE schedule against diffusers' ScoreSdeVeSchedu
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -384,3 +385,35 @@ def test_leaderboard_nfe_used_is_what_the_adaptive_sampler_spent(tmp_path):
     dry = api.dry_run("dpm", 500, model.betas, method="adaptive")
     assert row["nfe_used"] == max(spent) < 500 and row["nfe"] == 500
     assert dry < max(spent)
+
+
+def test_a_run_reaching_the_cap_is_marked_failed_without_a_row(tmp_path):
+    """The zero-model dry run passes (it needs fewer evaluations); sampling then reaches the cap: a one-line error,
+    status.json says failed, and no leaderboard row is written."""
+    from hydra import compose, initialize_config_dir
+
+    import nfebench.__main__ as entry
+    from nfebench.run import RunFailed, run
+
+    over = ["model=gmm_digits", "metrics=none", "sampler=rk45", "nfe=60", "num_samples=2", "device=cpu",
+            f"results_dir={tmp_path}"]
+    with initialize_config_dir(config_dir=str(entry.CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=over)
+    with pytest.raises(RunFailed, match=r"^rk45 needed more than nfe=60 evaluations; raise nfe or loosen rtol; run "
+                                        r"marked failed") as e:
+        run(cfg, progress=False)
+    assert "\n" not in str(e.value)
+    (status,) = (tmp_path / "runs").glob("*/status.json")
+    assert '"failed"' in status.read_text() and not (tmp_path / "leaderboard.csv").exists()
+
+
+def test_report_places_adaptive_rows_at_their_measured_nfe(tmp_path):
+    from nfebench.leaderboard import append_row
+    from nfebench.report import load_leaderboard
+
+    board = tmp_path / "leaderboard.csv"
+    for i, (sampler, opts, nfe, used) in enumerate([("rk45", {}, 500, 128), ("dpm", {"method": "adaptive"}, 500, 37),
+                                                    ("dpm", {"method": "singlestep"}, 10, 10), ("heun", {}, 10, 9)]):
+        append_row(board, {"run_id": f"r{i}", "model": "m", "dataset": "digits", "sampler": sampler,
+                           "sampler_options": json.dumps(opts), "nfe": nfe, "nfe_used": used})
+    assert load_leaderboard(board)["nfe_measured"].tolist() == [128, 37, 10, 10]

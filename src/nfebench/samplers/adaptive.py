@@ -17,7 +17,9 @@ attempts are counted. Reaching the cap before the end is a one-line error (commo
         max(|x'|, |x'_prev|)); accept if E <= 1 and continue from x'' (extrapolation); h <- min(tau - 0,
         theta h E^(-r)), theta = 0.9, r = 0.9, h_init = 0.01 of the time span. The reverse-SDE steps are
         sde.py's (f and g^2 integrated over the step from the schedule's alpha and sigma). E is the worst
-        sample's (the controller is the batch's). eps at the step's start is reused after a rejection.
+        sample's (the controller is the batch's; the authors' code keeps a step size per sample). eps at the
+        step's start is reused after a rejection (their code evaluates it again). As their code, it ends with
+        one denoising evaluation at tau = 0, x + sigma^2 score.
 """
 
 from __future__ import annotations
@@ -131,4 +133,4 @@ def ggf(eps, sched, x, nfe, noise, *, eps_abs=0.0078, eps_rel=0.05):
         if err <= 1.0:
             x, x_prev, s, e_s = x2, x1, t, None
         h = min(s - end, h * (GGF_THETA * err ** -GGF_R if err > 0 else math.inf))
-    return x
+    return x - float(sched.sigma(end)) * f(x, end)  # the paper's final denoising, x + sigma^2 score (1 evaluation)
