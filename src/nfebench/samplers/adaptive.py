@@ -28,8 +28,8 @@ import math
 
 import torch
 
-from .common import Capped, worst_sample_rms
-from .registry import SamplerError, register
+from .common import Capped, check_tolerances, worst_sample_rms
+from .registry import register
 from .sde import Transition
 
 # Dormand-Prince 5(4): nodes, stage coefficients, 5th-order weights (= the last stage row: FSAL) and the weights
@@ -54,12 +54,6 @@ def _rms(v: torch.Tensor) -> float:
     return float(v.double().pow(2).mean().sqrt())
 
 
-def _check_tolerances(**tols) -> None:
-    for k, v in tols.items():
-        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
-            raise SamplerError(f"{k} must be a positive number, got {v!r}")
-
-
 @register("rk45")
 def rk45(eps, sched, x, nfe, noise, *, rtol=1e-5, atol=1e-5):
     """Probability-flow ODE by adaptive RK45 (Dormand-Prince 5(4); score_sde's ODE sampler, rtol = atol = 1e-5).
@@ -67,7 +61,7 @@ def rk45(eps, sched, x, nfe, noise, *, rtol=1e-5, atol=1e-5):
     nfe is a cap: the evaluations spent are what the controller needed (reported as nfe_used); reaching the cap
     first is an error. rtol, atol: relative and absolute tolerance of the local error in x / alpha.
     """
-    _check_tolerances(rtol=rtol, atol=atol)
+    check_tolerances(rtol=rtol, atol=atol)
     f_eps = Capped(eps, nfe, "rk45", "rtol")
     u, u_end = math.log(float(sched.edm_sigma(sched.t_max))), math.log(float(sched.edm_sigma(sched.t_min)))
 
@@ -115,7 +109,7 @@ def ggf(eps, sched, x, nfe, noise, *, eps_abs=0.0078, eps_rel=0.05):
 
     nfe is a cap: evaluations spent (rejected attempts included) are what the controller needed.
     """
-    _check_tolerances(eps_abs=eps_abs, eps_rel=eps_rel)
+    check_tolerances(eps_abs=eps_abs, eps_rel=eps_rel)
     f = Capped(eps, nfe, "ggf", "eps_abs / eps_rel")
     s, end = sched.t_max, sched.t_min
     h = GGF_H_INIT * (s - end)

@@ -136,6 +136,13 @@ class Capped:
         return self.eps(x, tau)
 
 
+def check_tolerances(**tols) -> None:
+    """An adaptive sampler's tolerances must be positive numbers."""
+    for k, v in tols.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise SamplerError(f"{k} must be a positive number, got {v!r}")
+
+
 def worst_sample_rms(v: torch.Tensor) -> float:
     """max over the batch of each sample's root-mean-square: the error norm of a batch-level step-size controller
     that must satisfy every sample (DPM-Solver's adaptive solver, Lu et al. 2022 Sec. 3.4; used for GGF too)."""

@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from .common import Capped, check_spacing, explicit_grid, worst_sample_rms
+from .common import Capped, check_spacing, check_tolerances, explicit_grid, worst_sample_rms
 from .registry import SamplerError, register
 
 LOWER_ORDER_FINAL_BELOW = 15  # lower the order of the last steps when there are fewer steps (DPM-Solver++ App. B)
@@ -144,9 +144,7 @@ def dpm_adaptive(eps, sched, x, nfe, order: int, atol: float, rtol: float):
     evaluation at the step's start is reused after a rejection; every other evaluation is counted."""
     if order not in (2, 3):
         raise SamplerError(f"dpm method=adaptive needs order 2 (DPM-Solver-12) or 3 (DPM-Solver-23), got {order}")
-    for k, v in (("atol", atol), ("rtol", rtol)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            raise SamplerError(f"{k} must be a positive number, got {v!r}")
+    check_tolerances(atol=atol, rtol=rtol)
     f = Capped(eps, nfe, "dpm method=adaptive", "atol / rtol")
     s, lam, lam_end = sched.t_max, float(sched.lambda_(sched.t_max)), float(sched.lambda_(sched.t_min))
     h, x_prev, e_s = ADAPTIVE_H_INIT, x, None

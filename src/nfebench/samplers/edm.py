@@ -28,7 +28,7 @@ def edm_grid(sched, n_steps: int, spacing: str, timesteps):
     return taus + [CLEAN]
 
 
-def _sig_alpha(sched, tau):
+def sig_alpha(sched, tau):
     """(EDM sigma, alpha) at tau; (0, 1) at CLEAN."""
     return (0.0, 1.0) if tau == CLEAN else (float(sched.edm_sigma(tau)), float(sched.alpha(tau)))
 
@@ -36,9 +36,9 @@ def _sig_alpha(sched, tau):
 def heun_step(eps, sched, xh, s: float, t: float, heun: bool = True, sig_s: float | None = None):
     """One step of Alg. 1 in x_hat from timestep s to t (t may be CLEAN): Euler, then, if heun and t is not
     CLEAN, the trapezoidal correction (Alg. 1 lines 9-11). sig_s: the EDM sigma at s if already known."""
-    sig_s = _sig_alpha(sched, s)[0] if sig_s is None else sig_s
-    a_s = _sig_alpha(sched, s)[1]
-    sig_t, a_t = _sig_alpha(sched, t)
+    sig_s = sig_alpha(sched, s)[0] if sig_s is None else sig_s
+    a_s = sig_alpha(sched, s)[1]
+    sig_t, a_t = sig_alpha(sched, t)
     d = eps(a_s * xh, s)  # dx_hat/dsigma at (x_hat, sigma_s)
     x_next = xh + (sig_t - sig_s) * d  # Euler step
     if heun and t != CLEAN:
@@ -58,10 +58,10 @@ def _check_evals(ts, heun: bool, nfe: int) -> None:
 
 def _run(eps, sched, x, ts, heun: bool, nfe: int):
     _check_evals(ts, heun, nfe)
-    xh = x / _sig_alpha(sched, float(ts[0]))[1]  # x_hat = x / alpha
+    xh = x / sig_alpha(sched, float(ts[0]))[1]  # x_hat = x / alpha
     for s, t in zip(ts[:-1], ts[1:]):
         xh = heun_step(eps, sched, xh, float(s), float(t), heun)
-    return xh * _sig_alpha(sched, float(ts[-1]))[1]  # back to x = alpha x_hat (alpha = 1 at CLEAN)
+    return xh * sig_alpha(sched, float(ts[-1]))[1]  # back to x = alpha x_hat (alpha = 1 at CLEAN)
 
 
 @register("euler")
@@ -99,13 +99,13 @@ def edm_stochastic(eps, sched, x, nfe, noise, *, s_churn=30.0, s_tmin=0.01, s_tm
     _check_evals(ts, True, nfe)
     gamma = min(s_churn / (len(ts) - 1), math.sqrt(2.0) - 1.0)
     sig_top = float(sched.edm_sigma(sched.t_max))
-    xh = x / _sig_alpha(sched, float(ts[0]))[1]
+    xh = x / sig_alpha(sched, float(ts[0]))[1]
     for s, t in zip(ts[:-1], ts[1:]):
         s, t = float(s), float(t)
-        sig = _sig_alpha(sched, s)[0]
+        sig = sig_alpha(sched, s)[0]
         sig_hat = min(sig * (1.0 + gamma), sig_top) if s_tmin <= sig <= s_tmax else sig
         if sig_hat > sig:  # Alg. 2 lines 5-6: x_hat_i = x_i + sqrt(sigma_hat^2 - sigma_i^2) S_noise z
             xh = xh + math.sqrt(sig_hat**2 - sig**2) * s_noise * noise.randn_like(xh)
             s = float(sched.tau_from_edm_sigma(sig_hat))
         xh = heun_step(eps, sched, xh, s, t, sig_s=sig_hat)  # lines 7-11, from sigma_hat
-    return xh * _sig_alpha(sched, float(ts[-1]))[1]
+    return xh * sig_alpha(sched, float(ts[-1]))[1]

@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from .edm import _sig_alpha, edm_grid, heun_step
+from .edm import sig_alpha, edm_grid, heun_step
 from .registry import SamplerError, register
 
 # The paper's CIFAR-10 VP setting (Xu et al. 2023, Table 3 / its code's example): one interval [0.06, 0.30],
@@ -66,7 +66,7 @@ def restart(eps, sched, x, nfe, noise, *, main_steps=None, restarts=CIFAR10_VP, 
         raise SamplerError(f"main_steps={main_steps} with these restarts takes {restart_evals(main_steps, intervals)} "
                            f"evaluations, above nfe={nfe}")
     ts = edm_grid(sched, int(main_steps), spacing, None)
-    sigmas = np.array([_sig_alpha(sched, float(t))[0] for t in ts[1:-1]])  # main-grid levels where a restart can end
+    sigmas = np.array([sig_alpha(sched, float(t))[0] for t in ts[1:-1]])  # main-grid levels where a restart can end
     at = {}  # main-grid index i (a restart after reaching ts[i]) -> its intervals, in the order given
     for iv in intervals:
         i = int(np.argmin(np.abs(sigmas - iv[2])))
@@ -74,15 +74,15 @@ def restart(eps, sched, x, nfe, noise, *, main_steps=None, restarts=CIFAR10_VP, 
             raise SamplerError(f"restart interval {list(iv)}: t_min moves to the nearest main-grid sigma "
                                f"{sigmas[i]:.4g}, not below t_max; use more main steps")
         at.setdefault(i + 1, []).append(iv)
-    xh = x / _sig_alpha(sched, float(ts[0]))[1]
+    xh = x / sig_alpha(sched, float(ts[0]))[1]
     for i, (s, t) in enumerate(zip(ts[:-1], ts[1:]), start=1):
         xh = heun_step(eps, sched, xh, float(s), float(t))  # main pass
         for n_r, k, _, t_max in at.get(i, []):
-            sig_min = _sig_alpha(sched, float(t))[0]  # t_min, moved to the main grid
+            sig_min = sig_alpha(sched, float(t))[0]  # t_min, moved to the main grid
             t_hi = float(sched.tau_from_edm_sigma(t_max))
             sub = sched.timesteps(n_r - 1, "karras", t_start=t_hi, t_end=float(t))  # N_R points, t_max -> t_min
             for _ in range(k):
                 xh = xh + math.sqrt(t_max**2 - sig_min**2) * noise.randn_like(xh)  # restart forward (Eq. 4)
                 for u, v in zip(sub[:-1], sub[1:]):  # restart backward: Heun from t_max to t_min
                     xh = heun_step(eps, sched, xh, float(u), float(v))
-    return xh * _sig_alpha(sched, float(ts[-1]))[1]
+    return xh * sig_alpha(sched, float(ts[-1]))[1]
