@@ -5,7 +5,7 @@ attempts are counted. Reaching the cap before the end is a one-line error (commo
 
   rk45: the probability-flow ODE (score_sde's "ODE sampler", Song et al. 2021 Sec. 4.3, which calls scipy's RK45
         with rtol = atol = 1e-5) by the Dormand-Prince 5(4) pair (Dormand & Prince 1980, the tableau of Hairer,
-        Norsett & Wanner, Solving ODEs I, Table II.5.2) with the standard controller (ibid. II.4, Eq. 4.10-4.13;
+        Norsett & Wanner, Solving ODEs I, Sec. II.5) with the standard controller (ibid. Sec. II.4;
         scipy's choices: safety 0.9, factors in [0.2, 10], no growth right after a rejection, and Hairer's
         starting step, II.4 "Starting step size", which costs one evaluation). It integrates EDM's form of the
         ODE, d(x/alpha)/du = sigma eps(x, tau) with u = log sigma, sigma = sigma/alpha (schedule.edm_sigma),

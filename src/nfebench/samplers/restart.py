@@ -2,7 +2,7 @@
 
 A deterministic main pass, EDM's Heun on the PF-ODE (Alg. 1 of Karras et al. 2022) over N_main Karras steps, is
 interrupted at restart intervals [t_min, t_max] (in EDM's sigma): on reaching t_min it K times adds forward-process
-noise back up to t_max, x_hat <- x_hat + sqrt(t_max^2 - t_min^2) z (the "restart forward process", Eq. 4), and
+noise back up to t_max, x_hat <- x_hat + sqrt(t_max^2 - t_min^2) z (the "restart forward process", Sec. 4), and
 integrates the ODE from t_max back to t_min with N_R-point Karras grids of Heun steps (the "restart backward
 process"). As in the paper's code, t_min is moved to the main grid's noise level nearest to it, so the main pass is
 unchanged. Every restart step ends above sigma = 0, so each of its N_R - 1 Heun steps spends 2 evaluations:
@@ -82,7 +82,7 @@ def restart(eps, sched, x, nfe, noise, *, main_steps=None, restarts=CIFAR10_VP, 
             t_hi = float(sched.tau_from_edm_sigma(t_max))
             sub = sched.timesteps(n_r - 1, "karras", t_start=t_hi, t_end=float(t))  # N_R points, t_max -> t_min
             for _ in range(k):
-                xh = xh + math.sqrt(t_max**2 - sig_min**2) * noise.randn_like(xh)  # restart forward (Eq. 4)
+                xh = xh + math.sqrt(t_max**2 - sig_min**2) * noise.randn_like(xh)  # restart forward
                 for u, v in zip(sub[:-1], sub[1:]):  # restart backward: Heun from t_max to t_min
                     xh = heun_step(eps, sched, xh, float(u), float(v))
     return xh * sig_alpha(sched, float(ts[-1]))[1]

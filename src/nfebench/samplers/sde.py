@@ -12,9 +12,9 @@ schedule's alpha and sigma (score = -eps / sigma_s):
 
   euler_maruyama    x_t = x_s - log(r) x_s + G2 score + sqrt(G2) z              (Eq. 6, Euler-Maruyama; f and g^2
                     integrated over the step; score_sde evaluates them at the step's start, the same to first order)
-  reverse_diffusion x_t = (2 - r) x_s + G2 score + sqrt(G2) z                   (Eq. 46, the forward step reversed;
+  reverse_diffusion x_t = (2 - r) x_s + G2 score + sqrt(G2) z                   (App. E, the forward step reversed;
                     r = sqrt(1 - beta_i) and G2 = beta_i on adjacent VP timesteps, score_sde's VP discretisation)
-  ancestral         x_t = (x_s + G2 score) / r + sqrt(G2 sigma_t^2 / sigma_s^2) z  (Eq. 47 / DDPM's posterior)
+  ancestral         x_t = (x_s + G2 score) / r + sqrt(G2 sigma_t^2 / sigma_s^2) z  (App. F / DDPM's posterior)
 
 The corrector `langevin` (Alg. 4-5) makes `corrector_steps` Langevin steps at s before each predictor step:
 step size e = 2 a (snr ||z|| / ||score||)^2 (norms averaged over the batch, as score_sde), a = r^2 (score_sde's
