@@ -39,8 +39,13 @@ def test_every_registered_sampler_stays_within_budget(sampler):
             continue
         # Analytic-DPM needs its moments Gamma_n: any length-T array will do for counting evaluations
         opts = {"moments": np.ones(1000)} if sampler.startswith("analytic_") else {}
-        _, used = nfebench.sample(zero_eps, linear_betas(), torch.randn(2, 1, 8, 8, dtype=torch.float64),
-                                  sampler, nfe, return_nfe=True, **opts)
+        try:
+            _, used = nfebench.sample(zero_eps, linear_betas(), torch.randn(2, 1, 8, 8, dtype=torch.float64),
+                                      sampler, nfe, return_nfe=True, **opts)
+        except SamplerError as e:  # an adaptive sampler's cap reached; restart's default intervals need nfe >= 11
+            assert sampler in ("rk45", "ggf", "restart"), e
+            assert "needed more than" in str(e) or "below the minimum" in str(e)
+            continue
         assert used <= nfe
 
 

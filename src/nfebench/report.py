@@ -72,7 +72,18 @@ def load_leaderboard(path: Path) -> pd.DataFrame:
         df = df.drop_duplicates(key, keep="last").reset_index(drop=True)
     df["options"] = [_parse_options(s) for s in df["sampler_options"]]
     df["variant"] = variant_labels(df)
+    df["nfe_measured"] = measured_nfe(df)
     return df
+
+
+ADAPTIVE_SAMPLERS = ("rk45", "ggf")  # and dpm with method=adaptive: their nfe is a cap
+
+
+def measured_nfe(df: pd.DataFrame) -> pd.Series:
+    """The NFE a row is plotted at: nfe_used for the adaptive samplers (what their controller spent), else nfe."""
+    adaptive = [s in ADAPTIVE_SAMPLERS or (s == "dpm" and o.get("method") == "adaptive")
+                for s, o in zip(df["sampler"], df["options"])]
+    return df["nfe_used"].where(pd.Series(adaptive, index=df.index, dtype=bool), df["nfe"])
 
 
 def _parse_options(text) -> dict:
@@ -481,10 +492,10 @@ def quality_section(model: str, dataset: str, proto: Protocol, rows: pd.DataFram
         spread = "mean ± std over seeds (n = seeds); " if seeds > 1 else ""
         out += [f"**{name}** ({better}). Model `{model}`, dataset `{dataset}`; {proto.caption()}; {spread}"
                 f"{name} in the `{proto.feature_extractor}` feature space.", "", pivot_table(agg), ""]
-    agg = aggregate(rows, "fid")
+    agg = aggregate(rows, "fid", x="nfe_measured")  # adaptive samplers at the NFE they spent
     if not agg.empty:
         name = f"fid_vs_nfe_{slug(model, dataset)}_{proto.slug()}.png"
-        plot_lines(agg, "nfe", "variant", "NFE (network evaluations per sample, log scale)",
+        plot_lines(agg, "nfe_measured", "variant", "NFE (network evaluations per sample, log scale)",
                    f"FID, {proto.feature_extractor} features",
                    f"{model} on {dataset}: FID vs NFE\n{proto.feature_extractor}, {proto.reference}, "
                    f"{proto.num_samples:g} samples", figures / name, log_y=True)

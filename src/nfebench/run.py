@@ -38,7 +38,7 @@ from .leaderboard import append_row, atomic_write_bytes, atomic_write_text, read
 from .models import load_model
 from .paths import portable
 from .api import check_nfe, dry_run, to_vp_frame
-from .samplers import CountedEps, PerSampleNoise, get_sampler
+from .samplers import CountedEps, PerSampleNoise, SamplerError, get_sampler
 from .runtime import begin
 
 
@@ -361,7 +361,7 @@ def _run_locked(p: Point, model, session, run_id: str, run_dir: Path, board: Pat
         try:
             samples, nfe_used, secs, gpu_row = session.generate(
                 model, p, seeds, _generator(run_dir / "shards" if single else None), progress)
-        except RunFailed as e:
+        except (RunFailed, SamplerError) as e:  # SamplerError: an adaptive sampler reached its nfe cap
             atomic_write_text(run_dir / "status.json", json.dumps({"status": "failed", "error": str(e)}, indent=2))
             raise RunFailed(f"{e}; run marked failed, samples kept in {run_dir}") from None
         _save_npz(final, samples=samples.numpy(), seeds=np.array(seeds, dtype=np.uint32))

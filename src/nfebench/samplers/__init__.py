@@ -3,7 +3,9 @@
 Adding a sampler is one file: write the function, decorate it, import the module here.
 """
 
-from . import analytic, ddpm, deis, diffusers_sampler, dpm_solver, edm, pndm, unipc  # noqa: F401  (modules register their samplers on import)
+# modules register their samplers on import
+from . import (adaptive, analytic, ddpm, deis, diffusers_sampler, dpm_solver, edm, pndm, restart, sde,  # noqa: F401
+               unipc)
 from .common import CLEAN, BudgetExceeded, CountedEps, Noise, PerSampleNoise
 from .registry import SAMPLERS, SamplerError, SamplerSpec, get_sampler, register
 

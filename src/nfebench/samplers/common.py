@@ -123,3 +123,31 @@ def alpha_sigma(sched: Schedule, tau: float) -> tuple[float, float]:
     if tau == CLEAN:
         return 1.0, 0.0
     return float(sched.alpha(tau)), float(sched.sigma(tau))
+
+
+class Capped:
+    """An adaptive sampler's view of the counted model: `nfe` is a cap, and reaching it before the end of the
+    integration is a one-line SamplerError naming the sampler and the tolerance to loosen."""
+
+    def __init__(self, eps: Callable, nfe: int, name: str, loosen: str):
+        self.eps, self.nfe, self.name, self.loosen, self.calls = eps, nfe, name, loosen, 0
+
+    def __call__(self, x: torch.Tensor, tau: float) -> torch.Tensor:
+        if self.calls >= self.nfe:
+            raise SamplerError(f"{self.name} needed more than nfe={self.nfe} evaluations; raise nfe or loosen "
+                               f"{self.loosen}")
+        self.calls += 1
+        return self.eps(x, tau)
+
+
+def check_tolerances(**tols) -> None:
+    """An adaptive sampler's tolerances must be positive numbers."""
+    for k, v in tols.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise SamplerError(f"{k} must be a positive number, got {v!r}")
+
+
+def worst_sample_rms(v: torch.Tensor) -> float:
+    """max over the batch of each sample's root-mean-square: the error norm of a batch-level step-size controller
+    that must satisfy every sample (DPM-Solver's adaptive solver, Lu et al. 2022 Sec. 3.4; used for GGF too)."""
+    return float(v.reshape(v.shape[0], -1).double().pow(2).mean(1).sqrt().max())

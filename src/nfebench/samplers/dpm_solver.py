@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import math
 
-from .common import check_spacing, explicit_grid
+import torch
+
+from .common import Capped, check_spacing, check_tolerances, explicit_grid, worst_sample_rms
 from .registry import SamplerError, register
 
 LOWER_ORDER_FINAL_BELOW = 15  # lower the order of the last steps when there are fewer steps (DPM-Solver++ App. B)
@@ -102,8 +104,12 @@ def _singlestep_plan(sched, nfe, orders, spacing, timesteps, what):
     return [(float(s), float(t), None) for s, t in zip(ts[:-1], ts[1:])]
 
 
-def dpm_solver_step(eps, step: _Step, x, e_s, order: int, mids=None):
-    """One singlestep DPM-Solver update (noise prediction) of the given order from step.s to step.t (e_s given)."""
+def dpm_solver_step(eps, step: _Step, x, e_s, order: int, mids=None, with_lower: bool = False):
+    """One singlestep DPM-Solver update (noise prediction) of the given order from step.s to step.t (e_s given).
+
+    with_lower (orders 2, 3): return (x_lower, x) where x_lower is the order-1 (resp. order-2, r1 = 1/3) solution
+    from the same evaluations, the pair of DPM-Solver-12 / -23 (Lu et al. 2022, Sec. 3.4 and Alg. 4-5).
+    """
     h, phi = step.h, math.expm1(step.h)
     x_lin = (step.a_t / step.a_s) * x - step.s_t * phi * e_s  # order-1 part (DDIM)
     if order == 1:
@@ -111,7 +117,8 @@ def dpm_solver_step(eps, step: _Step, x, e_s, order: int, mids=None):
     if order == 2:  # Algorithm 1 (DPM-Solver-2), r1 = 1/2 by default
         s1, a1, sg1, r1 = step.point(0.5) if mids is None else step.point(tau=mids[0])
         u1 = (a1 / step.a_s) * x - sg1 * math.expm1(r1 * h) * e_s
-        return x_lin - (step.s_t / (2 * r1)) * phi * (eps(u1, s1) - e_s)
+        x_t = x_lin - (step.s_t / (2 * r1)) * phi * (eps(u1, s1) - e_s)
+        return (x_lin, x_t) if with_lower else x_t
     # order 3: Algorithm 2 (DPM-Solver-3), r1 = 1/3, r2 = 2/3 by default
     s1, a1, sg1, r1 = step.point(1 / 3) if mids is None else step.point(tau=mids[0])
     s2, a2, sg2, r2 = step.point(2 / 3) if mids is None else step.point(tau=mids[1])
@@ -120,7 +127,38 @@ def dpm_solver_step(eps, step: _Step, x, e_s, order: int, mids=None):
     d1 = eps(u1, s1) - e_s
     u2 = (a2 / step.a_s) * x - sg2 * phi2 * e_s - (sg2 * r2 / r1) * (phi2 / (r2 * h) - 1.0) * d1
     d2 = eps(u2, s2) - e_s
-    return x_lin - (step.s_t / r2) * (phi / h - 1.0) * d2
+    x_t = x_lin - (step.s_t / r2) * (phi / h - 1.0) * d2
+    return (x_lin - (step.s_t / (2 * r1)) * phi * d1, x_t) if with_lower else x_t
+
+
+# DPM-Solver's adaptive step-size defaults (Lu et al. 2022, Sec. 3.4 and App. C): first step h_init in lambda,
+# safety theta, and the tolerance in lambda at which the end counts as reached.
+ADAPTIVE_H_INIT, ADAPTIVE_THETA, ADAPTIVE_T_ERR = 0.05, 0.9, 1e-5
+
+
+def dpm_adaptive(eps, sched, x, nfe, order: int, atol: float, rtol: float):
+    """DPM-Solver-12 (order 2) / -23 (order 3), Lu et al. 2022 Sec. 3.4, Alg. 4-5: per attempt, a lower- and a
+    higher-order solution from the same evaluations; E = max over the batch of rms((x_high - x_low) / delta),
+    delta = max(atol, rtol max(|x_low|, |x_low_prev|)); accept (continue from x_high) if E <= 1; then
+    h <- min(theta h E^(-1/order), lambda_end - lambda). Steps in lambda from tau = T-1 to tau = 0. The
+    evaluation at the step's start is reused after a rejection; every other evaluation is counted."""
+    if order not in (2, 3):
+        raise SamplerError(f"dpm method=adaptive needs order 2 (DPM-Solver-12) or 3 (DPM-Solver-23), got {order}")
+    check_tolerances(atol=atol, rtol=rtol)
+    f = Capped(eps, nfe, "dpm method=adaptive", "atol / rtol")
+    s, lam, lam_end = sched.t_max, float(sched.lambda_(sched.t_max)), float(sched.lambda_(sched.t_min))
+    h, x_prev, e_s = ADAPTIVE_H_INIT, x, None
+    while lam_end - lam > ADAPTIVE_T_ERR:
+        t = sched.t_min if lam + h >= lam_end else float(sched.tau_from_lambda(lam + h))
+        step = _Step(sched, s, t)
+        e_s = f(x, s) if e_s is None else e_s  # unchanged after a rejection
+        x_low, x_high = dpm_solver_step(f, step, x, e_s, order, with_lower=True)
+        delta = torch.clamp(rtol * torch.maximum(x_low.abs(), x_prev.abs()), min=atol)
+        err = worst_sample_rms((x_high - x_low) / delta)
+        if err <= 1.0:
+            x, x_prev, s, lam, e_s = x_high, x_low, t, step.lam_t, None
+        h = min(lam_end - lam, ADAPTIVE_THETA * step.h * err ** (-1 / order) if err > 0 else math.inf)
+    return x
 
 
 def dpmpp_2s_step(eps, step: _Step, x, e_s, order: int, mids=None):
@@ -185,7 +223,7 @@ def run_multistep(eps, sched, x, ts, orders, data: bool):
 
 @register("dpm")
 def dpm(eps, sched, x, nfe, noise, *, order=3, method="singlestep", spacing="logsnr", lower_order_final=True,
-        timesteps=None):
+        timesteps=None, atol=0.0078, rtol=0.05):
     """DPM-Solver (Lu et al. 2022) with the noise prediction: singlestep orders 1/2/3 (default DPM-Solver-fast) or
     multistep orders 1/2/3 (Lu et al. 2022b, App. B); both spend exactly the budget.
 
@@ -193,6 +231,8 @@ def dpm(eps, sched, x, nfe, noise, *, order=3, method="singlestep", spacing="log
     every evaluation point plus the end (nfe+1 values). multistep: nfe steps, one evaluation each, warm-up with
     lower orders; `timesteps` has nfe+1 values. spacing "logsnr" is the paper's choice (Sec. 3.3).
     lower_order_final: multistep only, orders ..., 2, 1 on the last steps when nfe < 15.
+    adaptive (Sec. 3.4): DPM-Solver-12 (order 2) or -23 (order 3) with step-size control to atol (0.0078), rtol
+    (0.05), used by no other method; nfe is then a cap and the evaluations spent are what it needed.
     """
     order = int(order)
     if method == "singlestep":
@@ -205,7 +245,9 @@ def dpm(eps, sched, x, nfe, noise, *, order=3, method="singlestep", spacing="log
     if method == "multistep":
         ts = _grid(sched, nfe + 1, spacing, timesteps, f"dpm multistep at nfe={nfe}")
         return run_multistep(eps, sched, x, ts, multistep_orders(nfe, order, lower_order_final), data=False)
-    raise SamplerError(f"unknown method {method!r} for dpm; allowed: singlestep, multistep")
+    if method == "adaptive":
+        return dpm_adaptive(eps, sched, x, nfe, order, atol, rtol)
+    raise SamplerError(f"unknown method {method!r} for dpm; allowed: singlestep, multistep, adaptive")
 
 
 @register("dpmpp")
