@@ -52,6 +52,9 @@ class RunFailed(RuntimeError):
 
 # Keys that change where or how fast a run goes, not what it produces: excluded from the run key.
 NON_KEY_FIELDS = ("results_dir", "device", "batch_size", "force")
+# Model keys added after rows were recorded: left out of the key while null (their default), so those rows keep
+# their run_id.
+LATER_MODEL_KEYS = ("prediction_type", "variance_type", "schedule")
 
 
 @dataclass
@@ -114,6 +117,7 @@ def run_key(p: Point) -> str:
     if runtime.get("autocast"):                 # bf16 autocast changes the numbers, so it is part of the key
         keyed["autocast"] = runtime["autocast"]
     keyed["sampler"] = {"name": p.sampler, **p.sampler_options}
+    keyed["model"] = {k: v for k, v in keyed["model"].items() if not (k in LATER_MODEL_KEYS and v is None)}
     keyed = portable(keyed)  # the repository's own checkpoints are named relative to it: one key in every clone
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{p.model.get('name', 'model')}-{p.sampler}-nfe{p.nfe}-s{p.seed}-{digest}"

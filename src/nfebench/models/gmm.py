@@ -108,7 +108,7 @@ def load_gmm(device="cpu", dataset: str = "digits", n_components: int = 20, reg_
              schedule=None) -> EpsModel:
     """The oracle as an EpsModel. schedule: None (Discrete(betas), default linear betas), a Schedule, or a config
     value for nfebench.schedules.from_config ("ve", {kind: vp_linear, beta_max: 20}, ...); prediction_type: the
-    parametrization it presents itself as (the adapter turns it back into the exact eps)."""
+    parametrization it presents itself as (None: epsilon; the adapter turns it back into the exact eps)."""
     if schedule is not None and betas is not None:
         raise ModelError("give the oracle either betas or a schedule, not both")
     if isinstance(schedule, Schedule):
@@ -117,6 +117,7 @@ def load_gmm(device="cpu", dataset: str = "digits", n_components: int = 20, reg_
         sched = from_config(schedule)
     else:
         sched = Discrete(linear_betas() if betas is None else betas)
+    prediction_type = prediction_type or "epsilon"
     w, m, c, shape = fit_gmm(dataset, n_components, reg_covar, seed)
     gmm = GaussianMixtureVP(w, m, c, sched, shape)
     network = present(gmm.eps, sched, prediction_type)  # what a network of that kind would output, exactly
@@ -125,5 +126,4 @@ def load_gmm(device="cpu", dataset: str = "digits", n_components: int = 20, reg_
                      dtype={"float32": torch.float32, "float64": torch.float64}[dtype], device=torch.device(device),
                      schedule=sched, prediction_type=prediction_type)
     model.gmm = gmm  # exact sampling and density for tests and NLL checks
-    model.network = network  # the oracle in the model's own terms (for nfebench.sample with prediction_type)
     return model
