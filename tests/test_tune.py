@@ -1,0 +1,114 @@
+"""nfebench.tune on the exact-score oracle: a grid tuned on one noise batch beats the sampler's default grid and every
+built-in spacing on held-out noise, is a valid grid within the budget, and reproduces the teacher when it may use the
+teacher's own grid."""
+
+from __future__ import annotations
+
+import inspect
+from functools import lru_cache
+
+import numpy as np
+import pytest
+import torch
+
+import nfebench
+from nfebench.models.gmm import load_gmm
+from nfebench.samplers import CLEAN, SamplerError, get_sampler
+from nfebench.schedule import SPACINGS, VPSchedule
+from nfebench.tuning import LAYOUTS, _solver, builtin_grid, rms, teacher_solution
+
+REFERENCE_NFE = 400  # the held-out "exact" solution: the teacher's solver at twice the budget tune uses
+
+
+@lru_cache(maxsize=None)
+def oracle():
+    return load_gmm()  # the digits mixture (64 dims, 20 components, reg_covar 1e-4): stiff near tau = 0
+
+
+def noise(n, seed):
+    m = oracle()
+    return torch.randn(n, *m.sample_shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@lru_cache(maxsize=None)
+def held_out(clean: bool):
+    m = oracle()
+    x = noise(64, 1)
+    return x, teacher_solution(_solver(m, VPSchedule(m.betas), "epsilon"), x, clean, REFERENCE_NFE)[0]
+
+
+@pytest.mark.parametrize("sampler,nfe", [(s, n) for s in ("dpmpp", "unipc", "euler", "ipndm", "deis") for n in (5, 6)])
+def test_tuned_grid_beats_default_and_every_spacing_on_held_out_noise(sampler, nfe):
+    m = oracle()
+    sched = VPSchedule(m.betas)
+    grid, info = nfebench.tune(m, m.betas, sampler=sampler, nfe=nfe, x_T=noise(32, 0), return_info=True)
+    points, clean = LAYOUTS[sampler](nfe)
+    # a valid grid: T-1 down to 0 (then clean data where the sampler ends there), strictly decreasing, in budget
+    assert grid[0] == sched.t_max and grid[points - 1] == 0.0 and len(grid) == points + clean
+    assert np.all(np.diff(grid) < 0) and (grid[-1] == CLEAN) == clean
+    x_T, ref = held_out(clean)
+    x, used = nfebench.sample(m, m.betas, x_T, sampler, nfe, timesteps=grid, return_nfe=True)
+    assert used <= nfe
+    tuned = rms(x, ref)
+    spacings = {s: rms(nfebench.sample(m, m.betas, x_T, sampler, nfe, spacing=s), ref) for s in SPACINGS}
+    default = spacings[get_sampler(sampler).options["spacing"]]
+    assert tuned <= 0.95 * default and tuned < min(spacings.values()), (tuned, spacings)
+    # on the tuning noise, by construction, never worse than the best built-in spacing; the cost is reported
+    assert info["error_tuned"] <= min(info["error_spacings"].values())
+    assert info["teacher_nfe"] == 200 + clean  # the default teacher budget, plus the last step to clean data
+    assert nfe * len(info["error_spacings"]) < info["tuning_nfe"] <= nfe * info["grids_tried"]
+
+
+def test_with_the_teachers_own_grid_allowed_it_reproduces_the_teacher():
+    m = oracle()
+    x_T = noise(8, 2)
+    grid, info = nfebench.tune(m, m.betas, sampler="dpmpp", nfe=12, x_T=x_T, variant="3M", teacher_nfe=12, max_evals=20,
+                               return_info=True)
+    assert info["error_tuned"] == 0.0 and info["best_spacing"] == "logsnr"
+    np.testing.assert_array_equal(grid, VPSchedule(m.betas).timesteps(12, "logsnr"))
+    teacher = nfebench.sample(m, m.betas, x_T, "dpmpp", 12, variant="3M")
+    torch.testing.assert_close(nfebench.sample(m, m.betas, x_T, "dpmpp", 12, variant="3M", timesteps=grid), teacher,
+                               rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("sampler", sorted(LAYOUTS))
+def test_builtin_grids_are_the_samplers_own(sampler):
+    """builtin_grid must rebuild exactly the grid each sampler makes from a spacing, or 'never worse than the best
+    built-in spacing' would compare against the wrong grids."""
+    m = load_gmm(n_components=2)
+    opts = {"method": "multistep"} if sampler == "dpm" else {}
+    x_T = noise(2, 3)
+    for nfe in (12, 13):
+        for s in SPACINGS:
+            try:
+                grid = builtin_grid(VPSchedule(m.betas), sampler, nfe, s)
+            except SamplerError:
+                continue
+            own = nfebench.sample(m, m.betas, x_T, sampler, nfe, spacing=s, **opts)
+            explicit = nfebench.sample(m, m.betas, x_T, sampler, nfe, timesteps=grid, **opts)
+            torch.testing.assert_close(explicit, own, rtol=0, atol=0, msg=f"{sampler} nfe={nfe} {s}")
+
+
+@pytest.mark.parametrize("sampler,options,nfe,message", [
+    ("diffusers", {}, 5, "sampler 'diffusers' cannot take an explicit timestep grid"),
+    ("ddpm", {}, 5, "sampler 'ddpm' cannot be tuned; tune its deterministic limit 'ddim'"),
+    ("ddim", {"eta": 0.5}, 5, "sampler 'ddim' with eta=0.5 is stochastic; tune its deterministic limit (eta=0)"),
+    ("dpm", {}, 5, "sampler 'dpm' with method=singlestep places its own intermediate points"),
+    ("pndm", {}, 5, "nfe=5 is below the minimum of sampler 'pndm': 12"),
+    ("unipc", {"timesteps": [999, 0]}, 5, "tune chooses the timesteps"),
+    ("unipc", {"ordr": 2}, 5, "unknown option 'ordr' for sampler 'unipc'"),
+    ("nosuch", {}, 5, "unknown sampler 'nosuch'"),
+])
+def test_bad_input_is_a_one_line_error(sampler, options, nfe, message):
+    m = oracle()
+    with pytest.raises(SamplerError) as e:
+        nfebench.tune(m, m.betas, sampler=sampler, nfe=nfe, x_T=noise(2, 0), **options)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.skipif("prediction_type" in inspect.signature(nfebench.sample).parameters,
+                    reason="nfebench.sample takes prediction_type: tune passes it through")
+def test_a_parametrization_sample_cannot_take_is_refused():
+    m = oracle()
+    with pytest.raises(SamplerError, match="prediction_type='v_prediction' is not supported"):
+        nfebench.tune(m, m.betas, sampler="unipc", nfe=5, x_T=noise(2, 0), prediction_type="v_prediction")
