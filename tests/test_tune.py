@@ -62,8 +62,8 @@ def test_tuned_grid_beats_default_and_every_spacing_on_held_out_noise(sampler, n
 def test_with_the_teachers_own_grid_allowed_it_reproduces_the_teacher():
     m = oracle()
     x_T = noise(8, 2)
-    grid, info = nfebench.tune(m, m.betas, sampler="dpmpp", nfe=12, x_T=x_T, variant="3M", teacher_nfe=12, max_evals=20,
-                               return_info=True)
+    grid, info = nfebench.tune(m, m.betas, sampler="dpmpp", nfe=12, x_T=x_T, variant="3M", teacher_nfe=12,
+                               max_evals=20, return_info=True)
     assert info["error_tuned"] == 0.0 and info["best_spacing"] == "logsnr"
     np.testing.assert_array_equal(grid, VPSchedule(m.betas).timesteps(12, "logsnr"))
     teacher = nfebench.sample(m, m.betas, x_T, "dpmpp", 12, variant="3M")
