@@ -5,7 +5,13 @@ teacher's own grid."""
 from __future__ import annotations
 
 import inspect
+import json
+import os
+import shutil
+import subprocess
+import sys
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,7 +39,7 @@ def noise(n, seed):
 @lru_cache(maxsize=None)
 def held_out(clean: bool):
     m = oracle()
-    x = noise(64, 1)
+    x = noise(256, 1)  # enough that the held-out rms is not itself noisy (64 left the margins at +-5 %)
     return x, teacher_solution(_solver(m, VPSchedule(m.betas), "epsilon"), x, clean, REFERENCE_NFE)[0]
 
 
@@ -112,3 +118,68 @@ def test_a_parametrization_sample_cannot_take_is_refused():
     m = oracle()
     with pytest.raises(SamplerError, match="prediction_type='v_prediction' is not supported"):
         nfebench.tune(m, m.betas, sampler="unipc", nfe=5, x_T=noise(2, 0), prediction_type="v_prediction")
+
+
+# ------------------------------------------------------------- the cache: python -m nfebench.tune, spacing=tuned
+
+def compose_point(tmp_path, *overrides, config="tune"):
+    from hydra import compose, initialize_config_dir
+
+    import nfebench.__main__ as entry  # registers the config's resolvers
+
+    with initialize_config_dir(config_dir=str(entry.CONF_DIR), version_base="1.3"):
+        return compose(config_name=config, overrides=["model=gmm_digits", "model.n_components=2", "sampler=dpmpp",
+                                                      "nfe=5", f"results_dir={tmp_path}", "device=cpu",
+                                                      "metrics=none", "num_samples=8", *overrides])
+
+
+def test_tuned_grid_is_cached_with_provenance_and_used_by_spacing_tuned(tmp_path):
+    from nfebench.run import run
+    from nfebench.tuning import grid_hash, tune_point
+
+    record = tune_point(compose_point(tmp_path, "tune.num_noise=8", "tune.teacher_nfe=40"), progress=False)
+    prov = record["provenance"]
+    assert record["nfe"] == 5 and record["grid_hash"] == grid_hash(record["timesteps"])
+    assert prov["teacher_nfe"] == 40 and prov["noise"]["num_noise"] == 8 and prov["tuning_nfe"] > 0
+    assert prov["error_after"] <= min(prov["error_spacings"].values()) <= prov["error_before"]["rms"]
+    assert tune_point(compose_point(tmp_path, "tune.num_noise=8"), progress=False) == record  # cached: not redone
+
+    row = run(compose_point(tmp_path, "sampler.spacing=tuned", config="config"), progress=False)
+    opts = json.loads(row["sampler_options"])
+    assert opts["spacing"] == "tuned" and opts["tuned_grid"] == record["grid_hash"] and row["nfe_used"] == 5
+    default = run(compose_point(tmp_path, config="config"), progress=False)
+    assert default["run_id"] != row["run_id"]
+
+
+def test_spacing_tuned_without_a_matching_cached_grid_is_a_one_line_error(tmp_path):
+    from nfebench.run import run
+    from nfebench.tuning import tune_point
+
+    with pytest.raises(SamplerError, match=r"no tuned grid for model 'gmm_digits', sampler 'dpmpp' at nfe=5 .* make "
+                                           r"it with: python -m nfebench.tune sampler=dpmpp nfe=5"):
+        run(compose_point(tmp_path, "sampler.spacing=tuned", config="config"), progress=False)
+    tune_point(compose_point(tmp_path, "tune.num_noise=4", "tune.teacher_nfe=20", "tune.max_evals=5"), progress=False)
+    cached = record_path(tmp_path)
+    shutil.copy(cached, cached.with_name(cached.name.replace("nfe5", "nfe6")))  # a grid filed under another budget
+    with pytest.raises(SamplerError, match="was made for nfe=5, not 6"):
+        run(compose_point(tmp_path, "sampler.spacing=tuned", "nfe=6", config="config"), progress=False)
+    with pytest.raises(SamplerError, match="was made for model_digest="):  # same name, other weights
+        run(compose_point(tmp_path, "sampler.spacing=tuned", "model.n_components=3", config="config"), progress=False)
+    with pytest.raises(SamplerError, match="spacing 'tuned' is a cached grid"):
+        nfebench.sample(oracle(), oracle().betas, noise(1, 0), "dpmpp", 5, spacing="tuned")
+
+
+def record_path(tmp_path):
+    (path,) = (tmp_path / "schedules" / "gmm_digits").glob("dpmpp-nfe5-*.json")
+    return path
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    env.pop("HYDRA_FULL_ERROR", None)
+    r = subprocess.run([sys.executable, "-m", "nfebench.tune", "sampler=diffusers", "nfe=5", f"results_dir={tmp_path}"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "nfebench: error: sampler 'diffusers' cannot take an explicit timestep grid, so it cannot be tuned; tunable: "
+        "ddim, deis, dpm, dpmpp, euler, heun, ipndm, plms, pndm, unipc"], r.stderr
+    assert not (tmp_path / "schedules").exists()

@@ -21,6 +21,10 @@ network works) and without the slack, so the tuned grid is judged by the same L 
   4. the grid with the smallest L among all those evaluated: by construction never worse, on the tuning noise, than
      the best built-in spacing.
 
+`python -m nfebench.tune model=... sampler=... nfe=...` (tune_point) caches the grid with its provenance under
+results_dir/schedules/<model>/ (cache_path); `python -m nfebench ... sampler.spacing=tuned` runs on it (load_tuned),
+the row's sampler_options recording the grid's hash as `tuned_grid`.
+
 Supported: the deterministic solvers that take an explicit `timesteps` grid and spend one fixed budget on it (LAYOUTS
 below); the stochastic DDIM only in its deterministic limit eta = 0.
 """
@@ -29,14 +33,18 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from . import __version__
 from .api import check_nfe
 from .samplers import CLEAN, SamplerError, get_sampler
-from .samplers.common import chain_grid
+from .samplers.common import chain_grid, check_spacing
 from .schedule import SPACINGS, VPSchedule
 
 TEACHER = ("dpmpp", {"variant": "3M"})  # with the sampler's default logsnr spacing
@@ -78,6 +86,7 @@ def check_tunable(sampler: str, nfe, options: dict) -> dict:
                            f"multistep {key} instead")
     if opts.get("timesteps") is not None:
         raise SamplerError("tune chooses the timesteps: drop the sampler's 'timesteps' option")
+    check_spacing(opts["spacing"])  # the default grid the tuned one is compared with
     check_nfe(nfe, spec.min_nfe, sampler)
     return opts
 
@@ -156,7 +165,7 @@ def tune(model_fn, betas_or_schedule, sampler: str = "dpmpp", nfe: int = 10, x_T
 
     model_fn, betas_or_schedule, prediction_type: as nfebench.sample. sampler_options: the sampler's own options
     (`spacing` names the default grid the result is compared with; `timesteps` is what tune chooses). teacher_nfe:
-    the teacher's budget. max_evals: grids the search may try beyond the built-in spacings (default 40 per free
+    the teacher's budget. max_evals: grids the search may try beyond the built-in spacings (default 20 per free
     point). Returns the grid, a float64 array that nfebench.sample(..., timesteps=grid) takes; with return_info=True
     also a dict: teacher, teacher_nfe and tuning_nfe (evaluations spent per noise sample by the teacher and by all
     the grids tried), num_noise, grids_tried, error_default / error_tuned / error_spacings (rms distance to the
@@ -201,7 +210,7 @@ def tune(model_fn, betas_or_schedule, sampler: str = "dpmpp", nfe: int = 10, x_T
 
         theta0 = grids.theta(builtin_grid(sched, sampler, nfe, best_spacing))
         simplex = np.vstack([theta0] + [theta0 + 0.5 * np.eye(free)[i] for i in range(free)])
-        budget = 40 * free if max_evals is None else int(max_evals)
+        budget = 20 * free if max_evals is None else int(max_evals)
         minimize(lambda th: error(grids.grid(th)), theta0, method="Nelder-Mead",
                  options={"maxfev": budget, "initial_simplex": simplex, "xatol": 1e-3, "fatol": 0.0})
     err, grid = min(tried.values(), key=lambda v: v[0])
@@ -212,3 +221,106 @@ def tune(model_fn, betas_or_schedule, sampler: str = "dpmpp", nfe: int = 10, x_T
             "grids_tried": len(tried), "error_default": errors.get(opts["spacing"]), "error_tuned": err,
             "error_spacings": errors, "best_spacing": best_spacing, "seconds": round(time.perf_counter() - t0, 2)}
     return grid, info
+
+
+# ------------------------------------------------------------------------------------------- the cache and the CLI
+
+TUNE_DEFAULTS = {"num_noise": 32, "seed": 1, "teacher_nfe": 200, "max_evals": None}  # conf/tune.yaml documents them
+GRID_OPTIONS = ("spacing", "timesteps", "tuned_grid")  # what a tuned grid replaces: not part of its cache key
+
+
+def key_options(options: dict) -> dict:
+    """The sampler options a tuned grid is made for (JSON-normalised, so a loaded record compares equal)."""
+    return json.loads(json.dumps({k: v for k, v in options.items() if k not in GRID_OPTIONS}, sort_keys=True))
+
+
+def cache_path(results_dir, model_name: str, sampler: str, options: dict, nfe: int) -> Path:
+    """results_dir/schedules/<model>/<sampler>-nfe<N>-<8 hex digits of the options>.json"""
+    digest = hashlib.sha256(json.dumps(key_options(options), sort_keys=True).encode()).hexdigest()[:8]
+    return Path(results_dir) / "schedules" / model_name / f"{sampler}-nfe{nfe}-{digest}.json"
+
+
+def check_record(record: dict, **expected) -> None:
+    """A one-line SamplerError when a cached grid was made for another model, sampler, options or budget."""
+    def show(v):  # a digest by its first 12 hex digits
+        return repr(v[:12] if isinstance(v, str) and len(v) > 16 else v)
+
+    for key, want in expected.items():
+        if record.get(key) != want:
+            raise SamplerError(f"the tuned grid {record['cache_path']} was made for {key}={show(record.get(key))}, "
+                               f"not {show(want)}; tune this one with python -m nfebench.tune (force=true replaces it)")
+
+
+def load_tuned(results_dir, model_name: str, sampler: str, options: dict, nfe: int) -> tuple[dict, dict]:
+    """The cached grid for `sampler.spacing=tuned` and the options a leaderboard row records for it (spacing=tuned and
+    tuned_grid, the grid's hash). The model's weights are checked against the record once loaded (run.run)."""
+    if options.get("timesteps") is not None:
+        raise SamplerError("sampler.spacing=tuned takes the cached grid; drop sampler.timesteps")
+    path = cache_path(results_dir, model_name, sampler, options, nfe)
+    if not path.is_file():
+        raise SamplerError(f"no tuned grid for model {model_name!r}, sampler {sampler!r} at nfe={nfe} with these "
+                           f"options in {path.parent}; make it with: python -m nfebench.tune sampler={sampler} "
+                           f"nfe={nfe} results_dir={results_dir} and this run's model and sampler.* overrides")
+    record = {**json.loads(path.read_text()), "cache_path": str(path)}
+    check_record(record, model=model_name, sampler=sampler, nfe=nfe, options=key_options(options))
+    check_record(record, grid_hash=grid_hash(record["timesteps"]))
+    return record, {**options, "tuned_grid": record["grid_hash"]}
+
+
+def tune_point(cfg, progress: bool = True) -> dict:
+    """`python -m nfebench.tune`: tune the configured (model, sampler, options, nfe) on `tune.num_noise` noise samples
+    with per-sample seeds (tune.seed, i) and cache the grid; returns the record (the cached one, unless force=true)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    from .leaderboard import atomic_write_text
+    from .models import load_model
+    from .run import ConfigError, check_writable, model_digest, sample_seeds, validate
+    from .samplers import PerSampleNoise
+
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    settings = {**TUNE_DEFAULTS, **(c.pop("tune", None) or {})}
+    unknown = sorted(set(settings) - set(TUNE_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown tune setting {unknown[0]!r}; allowed: {', '.join(TUNE_DEFAULTS)}")
+    if c["sampler"].get("spacing") == "tuned":
+        raise ConfigError("sampler.spacing is the default grid the tuned one is compared with; leave it, or set "
+                          "a built-in spacing, when tuning")
+    for key in ("num_noise", "teacher_nfe"):
+        if isinstance(settings[key], bool) or not isinstance(settings[key], int) or settings[key] < 1:
+            raise ConfigError(f"tune.{key} must be a positive integer, got {settings[key]!r}")
+    p = validate(c)
+    opts = check_tunable(p.sampler, p.nfe, p.sampler_options)
+    name = p.model.get("name", "model")
+    path = cache_path(p.results_dir, name, p.sampler, opts, p.nfe)
+    if path.is_file() and not p.force:
+        print(f"[nfebench] {path} is already tuned; keeping it (force=true tunes it again)")
+        return json.loads(path.read_text())
+    check_writable(p.results_dir)
+    model = load_model(p.model["kind"], device=p.device, **{k: v for k, v in p.model.items() if k not in ("kind",
+                                                                                                      "note")})
+    x_T = PerSampleNoise(sample_seeds(settings["seed"], settings["num_noise"])).randn(model.sample_shape,
+                                                                                       dtype=model.dtype)
+    grid, info = tune(model, model.betas, p.sampler, p.nfe, x_T.to(model.device), teacher_nfe=settings["teacher_nfe"],
+                      max_evals=settings["max_evals"], return_info=True, **opts)
+    record = {
+        "model": name, "model_digest": model_digest(model), "sampler": p.sampler, "options": key_options(opts),
+        "nfe": p.nfe, "timesteps": grid.tolist(), "grid_hash": grid_hash(grid),
+        "provenance": {
+            "method": "nfebench.tuning (LD3's final-error objective, Nelder-Mead from the best built-in spacing)",
+            "teacher": info["teacher"], "teacher_nfe": info["teacher_nfe"],
+            "noise": {"seed": settings["seed"], "num_noise": settings["num_noise"],
+                      "per_sample_seeds": "nfebench.run.sample_seeds(seed, num_noise)"},
+            "tuning_nfe": info["tuning_nfe"], "grids_tried": info["grids_tried"],
+            "error_before": {"spacing": opts["spacing"], "rms": info["error_default"]},
+            "error_after": info["error_tuned"], "error_spacings": info["error_spacings"],
+            "best_spacing": info["best_spacing"], "seconds": info["seconds"], "device": p.device,
+            "nfebench_version": __version__,
+            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}}
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    if progress:
+        print(f"[nfebench] {name} {p.sampler} nfe={p.nfe}: rms to the teacher {info['error_default']:.4g} "
+              f"({opts['spacing']}) -> {info['error_tuned']:.4g} tuned (best built-in: {info['best_spacing']} "
+              f"{info['error_spacings'][info['best_spacing']]:.4g}); teacher {info['teacher_nfe']} + search "
+              f"{info['tuning_nfe']} evaluations x {settings['num_noise']} samples, {info['seconds']:.0f} s\n"
+              f"  grid {grid_hash(grid)}: {', '.join(f'{t:.2f}' for t in grid)}\n  -> {path}")
+    return record
