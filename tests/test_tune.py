@@ -69,7 +69,7 @@ def test_with_the_teachers_own_grid_allowed_it_reproduces_the_teacher():
     m = oracle()
     x_T = noise(8, 2)
     grid, info = nfebench.tune(m, m.betas, sampler="dpmpp", nfe=12, x_T=x_T, variant="3M", teacher_nfe=12,
-                               max_evals=20, return_info=True)
+                               evals_per_point=2, return_info=True)
     assert info["error_tuned"] == 0.0 and info["best_spacing"] == "logsnr"
     np.testing.assert_array_equal(grid, VPSchedule(m.betas).timesteps(12, "logsnr"))
     teacher = nfebench.sample(m, m.betas, x_T, "dpmpp", 12, variant="3M")
@@ -158,7 +158,8 @@ def test_spacing_tuned_without_a_matching_cached_grid_is_a_one_line_error(tmp_pa
     with pytest.raises(SamplerError, match=r"no tuned grid for model 'gmm_digits', sampler 'dpmpp' at nfe=5 .* make "
                                            r"it with: python -m nfebench.tune sampler=dpmpp nfe=5"):
         run(compose_point(tmp_path, "sampler.spacing=tuned", config="config"), progress=False)
-    tune_point(compose_point(tmp_path, "tune.num_noise=4", "tune.teacher_nfe=20", "tune.max_evals=5"), progress=False)
+    tune_point(compose_point(tmp_path, "tune.num_noise=4", "tune.teacher_nfe=20", "tune.evals_per_point=1"),
+               progress=False)
     cached = record_path(tmp_path)
     shutil.copy(cached, cached.with_name(cached.name.replace("nfe5", "nfe6")))  # a grid filed under another budget
     with pytest.raises(SamplerError, match="was made for nfe=5, not 6"):

@@ -159,14 +159,14 @@ def teacher_solution(run, x_T, clean: bool, teacher_nfe: int):
 
 
 def tune(model_fn, betas_or_schedule, sampler: str = "dpmpp", nfe: int = 10, x_T: torch.Tensor | None = None,
-         prediction_type: str = "epsilon", *, teacher_nfe: int = 200, max_evals: int | None = None,
+         prediction_type: str = "epsilon", *, teacher_nfe: int = 200, evals_per_point: int = 20,
          return_info: bool = False, **sampler_options):
     """A timestep grid for `sampler` at `nfe` evaluations, tuned on the noise x_T [B, ...] (method: module docstring).
 
     model_fn, betas_or_schedule, prediction_type: as nfebench.sample. sampler_options: the sampler's own options
     (`spacing` names the default grid the result is compared with; `timesteps` is what tune chooses). teacher_nfe:
-    the teacher's budget. max_evals: grids the search may try beyond the built-in spacings (default 20 per free
-    point). Returns the grid, a float64 array that nfebench.sample(..., timesteps=grid) takes; with return_info=True
+    the teacher's budget. evals_per_point: grids the search may try beyond the built-in spacings, per free grid
+    point. Returns the grid, a float64 array that nfebench.sample(..., timesteps=grid) takes; with return_info=True
     also a dict: teacher, teacher_nfe and tuning_nfe (evaluations spent per noise sample by the teacher and by all
     the grids tried), num_noise, grids_tried, error_default / error_tuned / error_spacings (rms distance to the
     teacher on x_T), best_spacing, seconds.
@@ -210,7 +210,7 @@ def tune(model_fn, betas_or_schedule, sampler: str = "dpmpp", nfe: int = 10, x_T
 
         theta0 = grids.theta(builtin_grid(sched, sampler, nfe, best_spacing))
         simplex = np.vstack([theta0] + [theta0 + 0.5 * np.eye(free)[i] for i in range(free)])
-        budget = 20 * free if max_evals is None else int(max_evals)
+        budget = evals_per_point * free
         minimize(lambda th: error(grids.grid(th)), theta0, method="Nelder-Mead",
                  options={"maxfev": budget, "initial_simplex": simplex, "xatol": 1e-3, "fatol": 0.0})
     err, grid = min(tried.values(), key=lambda v: v[0])
@@ -225,7 +225,8 @@ def tune(model_fn, betas_or_schedule, sampler: str = "dpmpp", nfe: int = 10, x_T
 
 # ------------------------------------------------------------------------------------------- the cache and the CLI
 
-TUNE_DEFAULTS = {"num_noise": 32, "seed": 1, "teacher_nfe": 200, "max_evals": None}  # conf/tune.yaml documents them
+# conf/tune.yaml documents them
+TUNE_DEFAULTS = {"num_noise": 32, "seed": 1, "teacher_nfe": 200, "evals_per_point": 20}
 GRID_OPTIONS = ("spacing", "timesteps", "tuned_grid")  # what a tuned grid replaces: not part of its cache key
 
 
@@ -285,7 +286,7 @@ def tune_point(cfg, progress: bool = True) -> dict:
     if c["sampler"].get("spacing") == "tuned":
         raise ConfigError("sampler.spacing is the default grid the tuned one is compared with; leave it, or set "
                           "a built-in spacing, when tuning")
-    for key in ("num_noise", "teacher_nfe"):
+    for key in ("num_noise", "teacher_nfe", "evals_per_point"):
         if isinstance(settings[key], bool) or not isinstance(settings[key], int) or settings[key] < 1:
             raise ConfigError(f"tune.{key} must be a positive integer, got {settings[key]!r}")
     p = validate(c)
@@ -301,7 +302,7 @@ def tune_point(cfg, progress: bool = True) -> dict:
     x_T = PerSampleNoise(sample_seeds(settings["seed"], settings["num_noise"])).randn(model.sample_shape,
                                                                                        dtype=model.dtype)
     grid, info = tune(model, model.betas, p.sampler, p.nfe, x_T.to(model.device), teacher_nfe=settings["teacher_nfe"],
-                      max_evals=settings["max_evals"], return_info=True, **opts)
+                      evals_per_point=settings["evals_per_point"], return_info=True, **opts)
     record = {
         "model": name, "model_digest": model_digest(model), "sampler": p.sampler, "options": key_options(opts),
         "nfe": p.nfe, "timesteps": grid.tolist(), "grid_hash": grid_hash(grid),
