@@ -184,3 +184,13 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
         "nfebench: error: sampler 'diffusers' cannot take an explicit timestep grid, so it cannot be tuned; tunable: "
         "ddim, deis, dpm, dpmpp, euler, heun, ipndm, plms, pndm, unipc"], r.stderr
     assert not (tmp_path / "schedules").exists()
+
+
+def test_report_labels_tuned_rows_by_spacing_not_by_each_budgets_grid_hash():
+    import pandas as pd
+
+    from nfebench.report import variant_labels
+
+    opts = [{"spacing": "logsnr"}, {"spacing": "tuned", "tuned_grid": "a1"}, {"spacing": "tuned", "tuned_grid": "b2"}]
+    df = pd.DataFrame({"sampler": ["dpmpp"] * 3, "options": opts})
+    assert variant_labels(df) == ["dpmpp (spacing=logsnr)", "dpmpp (spacing=tuned)", "dpmpp (spacing=tuned)"]
