@@ -74,6 +74,7 @@ class Point:
     device: str
     results_dir: Path
     force: bool
+    tuned: dict | None = None  # sampler.spacing=tuned: the cached grid (nfebench.tuning.load_tuned)
 
 
 def _positive_int(cfg: dict, key: str) -> int:
@@ -103,11 +104,23 @@ def validate(cfg: DictConfig | dict) -> Point:
     opts = spec.check_options(sampler_cfg)
     nfe = c.get("nfe")
     check_nfe(nfe, spec.min_nfe, name)
+    results_dir, tuned = Path(c.get("results_dir", "results")), None
+    if opts.get("spacing") == "tuned":
+        from .tuning import load_tuned
+
+        tuned, opts = load_tuned(results_dir, c["model"].get("name", "model"), name, opts, nfe)
     return Point(cfg=c, model=dict(c["model"]), sampler=name, sampler_options=opts, dataset=dict(c["dataset"]),
                  metrics=dict(c["metrics"]), nfe=nfe, num_samples=_positive_int(c, "num_samples"),
                  batch_size=_positive_int(c, "batch_size"), seed=int(c.get("seed", 0)),
-                 device=resolve_device(c.get("device", "auto")), results_dir=Path(c.get("results_dir", "results")),
-                 force=bool(c.get("force", False)))
+                 device=resolve_device(c.get("device", "auto")), results_dir=results_dir,
+                 force=bool(c.get("force", False)), tuned=tuned)
+
+
+def sampler_call_options(p: Point) -> dict:
+    """The options the sampler runs with: a tuned grid's timesteps in place of the hash the row records."""
+    if p.tuned is None:
+        return p.sampler_options
+    return {**{k: v for k, v in p.sampler_options.items() if k != "tuned_grid"}, "timesteps": p.tuned["timesteps"]}
 
 
 def run_key(p: Point) -> str:
@@ -176,7 +189,7 @@ def generate(model, p: Point, seeds: list[int], shard_dir: Path | None = None, p
                 x = to_vp_frame(sched.prior_std * noise.randn(model.sample_shape, dtype=model.dtype), sched)
                 x = x.to(model.device)
                 eps = CountedEps(model, budget=p.nfe)
-                x0 = spec.fn(eps, sched, x, p.nfe, noise, **p.sampler_options)
+                x0 = spec.fn(eps, sched, x, p.nfe, noise, **sampler_call_options(p))
                 bad = eps.nonfinite or (None if torch.isfinite(x0).all() else
                                         "the sampler's output was NaN/Inf after its last evaluation")
                 if bad:
@@ -327,7 +340,11 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     model = load_model(p.model["kind"], device=p.device, **model_opts)
     if p.sampler.startswith("analytic_") and p.sampler_options.get("moments") is None:
         p.sampler_options = {**p.sampler_options, "moments": analytic_moments_for(model, p, progress)}
-    dry_run(p.sampler, p.nfe, model.schedule, model.variance_type, **p.sampler_options)  # bad options fail here, before any sampling
+    if p.tuned is not None:  # a grid tuned for other weights (a retrained checkpoint) is an error
+        from .tuning import check_record
+
+        check_record(p.tuned, model_digest=model_digest(model))
+    dry_run(p.sampler, p.nfe, model.schedule, model.variance_type, **sampler_call_options(p))  # bad options fail here
     model.load_seconds = time.perf_counter() - t_load
 
     run_dir = p.results_dir / "runs" / run_id

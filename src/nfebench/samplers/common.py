@@ -84,6 +84,9 @@ def as_noise(generator) -> Noise:
 
 
 def check_spacing(spacing: str) -> str:
+    if spacing == "tuned":
+        raise SamplerError("spacing 'tuned' is a cached grid the CLI passes as timesteps (python -m nfebench.tune "
+                           "makes it); in Python pass timesteps=nfebench.tune(...)")
     if spacing not in SPACINGS:
         raise SamplerError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
     return spacing
