@@ -49,6 +49,10 @@ COLUMNS = [
     "peak_gpu_mem_mb",     # peak CUDA memory allocated while sampling (max over ranks); empty on CPU
     "batch_size_used",     # batch size that fit (smaller than batch_size after an out-of-memory backoff)
     "world_size",          # torchrun processes that sampled (1 without torchrun)
+    # --- added with the per-sample features (issue 17) ---
+    "fid_infinity",        # FID_inf, Chong & Forsyth's extrapolation to infinitely many samples (metrics.fid_infinity)
+    "prc_precision",       # precision, Kynkaanniemi et al. k=3, in the FID feature space (metrics.prc)
+    "prc_recall",          # recall, same (metrics.prc)
 ]
 
 

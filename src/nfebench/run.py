@@ -5,6 +5,8 @@ Data flows forward only. Everything the run writes goes under results_dir, each 
     results_dir/runs/<run_id>/shards/A-B.npz       samples A..B-1, written as each batch finishes (resume points)
     results_dir/runs/<run_id>/samples.npz          uint8 samples [N, C, H, W] and their per-sample seeds
     results_dir/runs/<run_id>/grid.png             the first 100 samples
+    results_dir/runs/<run_id>/features.npz         per-sample features the metrics were computed from (see score)
+    results_dir/runs/<run_id>/nll.npz              NLL runs: per_image_bpd of the test images, in split order
     results_dir/runs/<run_id>/metrics.json         the leaderboard row, as JSON
     results_dir/runs/<run_id>/status.json          only for a failed run: what went wrong
     results_dir/leaderboard.csv                    one row per finished run
@@ -53,6 +55,9 @@ class RunFailed(RuntimeError):
 
 # Keys that change where or how fast a run goes, not what it produces: excluded from the run key.
 NON_KEY_FIELDS = ("results_dir", "device", "batch_size", "force")
+# Metrics options added after runs were recorded: at these values they are left out of the key, so earlier run ids
+# (and the rows already in a leaderboard) stay valid.
+LATER_METRICS_DEFAULTS = {"fid_infinity": False, "prc": False}
 
 
 @dataclass
@@ -115,6 +120,9 @@ def run_key(p: Point) -> str:
     if runtime.get("autocast"):                 # bf16 autocast changes the numbers, so it is part of the key
         keyed["autocast"] = runtime["autocast"]
     keyed["sampler"] = {"name": p.sampler, **p.sampler_options}
+    if isinstance(keyed.get("metrics"), dict):
+        keyed["metrics"] = {k: v for k, v in keyed["metrics"].items()
+                            if not (k in LATER_METRICS_DEFAULTS and v == LATER_METRICS_DEFAULTS[k])}
     keyed = portable(keyed)  # the repository's own checkpoints are named relative to it: one key in every clone
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{p.model.get('name', 'model')}-{p.sampler}-nfe{p.nfe}-s{p.seed}-{digest}"
@@ -125,9 +133,9 @@ def sample_seeds(seed: int, n: int) -> list[int]:
     return [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(n)]
 
 
-def _save_npz(path: Path, **arrays) -> None:
+def _save_npz(path: Path, compress: bool = True, **arrays) -> None:
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    (np.savez_compressed if compress else np.savez)(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -208,21 +216,43 @@ def save_grid(samples: torch.Tensor, path: Path, nrow: int = 10, scale: int = 4)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def score(samples: torch.Tensor, p: Point, progress=True) -> dict:
-    """FID/IS/KID of the samples against the dataset's train split (torch-fidelity)."""
+def reference_for(p: Point, weights_path: str | None, progress=True) -> tuple[dict, str]:
+    """The reference features of p's protocol (the dataset's train split in p's feature space, cached once per
+    protocol by nfebench.metrics.fidelity.reference_features) and the protocol's reference label."""
+    from .metrics.fidelity import reference_features
+
+    m = p.metrics
+    ref = load_split(p.dataset["name"], "train", **p.dataset.get("options", {}))
+    feats = reference_features(ref, f"{p.dataset['name']}-train-{ref.shape[0]}", m["feature_extractor"], weights_path,
+                               m.get("batch_size", 500), p.device, verbose=progress)
+    return feats, f"{p.dataset['name']}/train/{ref.shape[0]}"
+
+
+def score(samples: torch.Tensor, p: Point, progress=True, features_path: Path | None = None) -> dict:
+    """FID/IS/KID (and, when asked, FID_inf and precision/recall) of the samples against the dataset's train split.
+
+    torch-fidelity's extractor gives the features; with features_path they are saved there (features.npz: `fid`
+    [N, d] the FID/KID layer and `isc` [N, classes] the IS logits, both float32, and the per-sample `seeds`), so
+    that nfebench.compare can test any two runs later without featurizing again.
+    """
     m = p.metrics
     if not (m.get("fid") or m.get("isc") or m.get("kid")):
         return {}
-    from .metrics.fidelity import FID, IS_MEAN, IS_STD, KID_MEAN, KID_STD, compute_fidelity
+    from .metrics.fidelity import (FID, FID_INF, IS_MEAN, IS_STD, KID_MEAN, KID_STD, PRECISION, RECALL,
+                                   check_extractor, featurize, fidelity_from_features)
 
-    ref = load_split(p.dataset["name"], "train", **p.dataset.get("options", {}))
-    res = compute_fidelity(samples, ref, reference_name=f"{p.dataset['name']}-train-{ref.shape[0]}",
-                           feature_extractor=m["feature_extractor"], weights_path=m.get("feature_extractor_weights_path"),
-                           fid=bool(m.get("fid")), isc=bool(m.get("isc")), kid=bool(m.get("kid")),
-                           batch_size=m.get("batch_size", 500), device=p.device, verbose=progress)
+    weights = check_extractor(m["feature_extractor"], m.get("feature_extractor_weights_path"), ("samples", samples))
+    ref, reference = reference_for(p, weights, progress)
+    feats = featurize(samples, m["feature_extractor"], weights, m.get("batch_size", 500), p.device, progress)
+    if features_path is not None:
+        _save_npz(features_path, compress=False, seeds=np.array(sample_seeds(p.seed, samples.shape[0]), np.uint32),
+                  **{k: v.numpy() for k, v in feats.items()})
+    res = fidelity_from_features(feats, ref, fid=bool(m.get("fid")), isc=bool(m.get("isc")), kid=bool(m.get("kid")),
+                                 fid_infinity=bool(m.get("fid_infinity")), prc=bool(m.get("prc")), device=p.device)
     return {"fid": res.get(FID), "is_mean": res.get(IS_MEAN), "is_std": res.get(IS_STD),
             "kid_mean": res.get(KID_MEAN), "kid_std": res.get(KID_STD),
-            "feature_extractor": m["feature_extractor"], "reference": f"{p.dataset['name']}/train/{ref.shape[0]}"}
+            "feature_extractor": m["feature_extractor"], "reference": reference,
+            "fid_infinity": res.get(FID_INF), "prc_precision": res.get(PRECISION), "prc_recall": res.get(RECALL)}
 
 
 def model_digest(model) -> str:
@@ -356,9 +386,11 @@ def _run_locked(p: Point, model, session, run_id: str, run_dir: Path, board: Pat
     save_grid(samples, run_dir / "grid.png")
 
     t_score = time.perf_counter()
-    metrics = score(samples, p, progress)
+    metrics = score(samples, p, progress, features_path=run_dir / "features.npz")
     t_nll = time.perf_counter()
     likelihood = measure_nll(model, p, progress)
+    if likelihood:  # per-image bits, for nfebench.stats.paired_nll
+        _save_npz(run_dir / "nll.npz", per_image_bpd=likelihood["nll"].pop("per_image_bpd").numpy())
     metrics.update(likelihood.get("row", {}))
     timings = {"load_seconds": round(getattr(model, "load_seconds", 0.0), 3), "sampling_seconds": round(secs, 3),
                "scoring_seconds": round(t_nll - t_score, 3)}

@@ -1,4 +1,5 @@
-"""FID / IS / KID through torch-fidelity's calculate_metrics, with nfebench's feature extractors registered.
+"""FID / IS / KID: features by torch-fidelity's extractors (nfebench's registered beside its own), metrics computed
+from those features by nfebench.metrics.from_features (tested equal to torch-fidelity's values on the same features).
 
 Feature extractors (the name is recorded in every leaderboard row, so a digits FID is never taken for an
 Inception FID):
@@ -10,18 +11,26 @@ Inception FID):
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch_fidelity
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.metric_prc import KEY_METRIC_PRECISION as PRECISION, KEY_METRIC_RECALL as RECALL
+from torch_fidelity.metric_prc import prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
+
+from ..leaderboard import atomic_write_bytes
 
 from .digits_cnn import DigitsCNN
 
 # result keys, as torch-fidelity names them
 FID, IS_MEAN, IS_STD = torch_fidelity.KEY_METRIC_FID, torch_fidelity.KEY_METRIC_ISC_MEAN, torch_fidelity.KEY_METRIC_ISC_STD
 KID_MEAN, KID_STD = torch_fidelity.KEY_METRIC_KID_MEAN, torch_fidelity.KEY_METRIC_KID_STD
+FID_INF = "frechet_inception_distance_infinity"  # ours: Chong & Forsyth's extrapolated FID
 
 DEFAULT_CACHE = Path.home() / ".cache" / "nfebench" / "fidelity"
 
@@ -128,49 +137,97 @@ def _tensor_digest(x: torch.Tensor) -> str:
     return h.hexdigest()[:12]
 
 
-def compute_fidelity(samples: torch.Tensor, reference: torch.Tensor, reference_name: str, feature_extractor: str,
-                     weights_path: str | None = None, fid=True, isc=True, kid=True, batch_size: int = 500,
-                     device="cpu", cache_dir: str | Path | None = None, verbose=True) -> dict:
-    """FID/IS/KID of uint8 `samples` against uint8 `reference` with torch-fidelity.
-
-    The reference features are cached under cache_dir, keyed by reference_name, extractor and weights digest.
-    KID's subset size adapts to small sample counts: min(1000, len(samples), len(reference)).
-    """
+def check_extractor(feature_extractor: str, weights_path: str | None, *images: tuple[str, torch.Tensor]) -> str | None:
+    """Validate the extractor name, its weights and the images' channels; returns the weights path to use."""
     if feature_extractor not in FEATURE_LAYERS:
         raise MetricsError(f"unknown feature extractor {feature_extractor!r}; allowed: {', '.join(FEATURE_LAYERS)}")
     if feature_extractor == "inception-v3-compat":
         weights_path = inception_weights_path(weights_path)
-        for what, x in (("samples", samples), ("reference images", reference)):
+        for what, x in images:
             if x.shape[1] != 3:
                 raise MetricsError(f"inception-v3-compat needs RGB images but the {what} have {x.shape[1]} "
                                    f"channel(s); use a dataset of RGB images or the dataset's own extractor")
     if weights_path is not None and not Path(weights_path).is_file():
         raise MetricsError(f"feature-extractor weights {str(weights_path)!r} not found")
+    return weights_path
+
+
+def featurize(images: torch.Tensor, feature_extractor: str, weights_path: str | None = None, batch_size: int = 500,
+              device="cpu", verbose=False) -> dict[str, torch.Tensor]:
+    """Features of uint8 images [N, C, H, W] by torch-fidelity's extractor: {"fid": [N, d] (the FID/KID layer),
+    "isc": [N, classes] (the logits IS uses)}, float32 on the CPU. Call check_extractor first."""
     layers = FEATURE_LAYERS[feature_extractor]
-    tag = _file_digest(weights_path) if weights_path else "default"
-    tag += "-" + _tensor_digest(reference)  # gpu: the cache key includes the reference pixels
-    n = min(samples.shape[0], reference.shape[0])
+    cuda = str(device).startswith("cuda")
     try:  # a weights file of the wrong format is a one-line error, not a traceback
-        out = _calculate(samples, reference, reference_name, feature_extractor, weights_path, fid, isc, kid, layers,
-                         n, batch_size, device, cache_dir, verbose, tag)
+        fe = create_feature_extractor(feature_extractor, sorted({layers["fid"], layers["isc"]}), cuda=cuda,
+                                      feature_extractor_weights_path=weights_path, verbose=False)
     except RuntimeError as e:
         if "state_dict" not in str(e):
             raise
         raise MetricsError(f"feature-extractor weights {str(weights_path)!r} do not fit {feature_extractor} "
                            f"({str(e).strip().splitlines()[0][:120]})") from None
+    out = get_featuresdict_from_dataset(TensorDataset(images), fe, batch_size, cuda, save_cpu_ram=True,
+                                        verbose=verbose and feature_extractor != "digits-cnn")
+    return {"fid": out[layers["fid"]].float(), "isc": out[layers["isc"]].float()}
+
+
+def reference_features(reference: torch.Tensor, reference_name: str, feature_extractor: str,
+                       weights_path: str | None = None, batch_size: int = 500, device="cpu",
+                       cache_dir: str | Path | None = None, verbose=False) -> dict[str, torch.Tensor]:
+    """featurize() of the reference images, cached once per protocol under cache_dir as
+    `<reference_name>-<extractor>-<weights digest>-<pixels digest>-features.npz`."""
+    tag = (_file_digest(weights_path) if weights_path else "default") + "-" + _tensor_digest(reference)
+    path = Path(cache_dir or DEFAULT_CACHE) / f"{reference_name}-{feature_extractor}-{tag}-features.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return {k: torch.from_numpy(z[k]) for k in ("fid", "isc")}
+    feats = featurize(reference, feature_extractor, weights_path, batch_size, device, verbose)
+    buf = io.BytesIO()
+    np.savez(buf, **{k: v.numpy() for k, v in feats.items()})
+    atomic_write_bytes(path, buf.getvalue())
+    return feats
+
+
+def fidelity_from_features(feats: dict, ref_feats: dict, fid=True, isc=True, kid=True, fid_infinity=False,
+                           prc=False, device="cpu") -> dict:
+    """The metrics of stored features against the reference's (torch-fidelity's result keys, plus FID_INF).
+
+    FID/IS/KID by nfebench.metrics.from_features (torch-fidelity's definitions, subsets and seed; float64 on
+    `device`); KID's subset size adapts to small sample counts: min(1000, N, N_ref). Precision/recall is
+    torch-fidelity's own (Kynkaanniemi et al. 2019, k = 3) in the FID feature space.
+    """
+    from . import from_features as F
+
+    x, y = feats["fid"], ref_feats["fid"]
+    out = {}
+    if fid:
+        out[FID] = F.fid(x, y, device)
+    if isc:
+        out[IS_MEAN], out[IS_STD] = F.inception_score(feats["isc"], device=device)
+    if kid:
+        out[KID_MEAN], out[KID_STD] = F.kid(x, y, subset_size=min(1000, x.shape[0], y.shape[0]), device=device)
+    if fid_infinity:
+        try:
+            out[FID_INF] = F.fid_infinity(x, y, device=device)
+        except ValueError as e:
+            raise MetricsError(f"metrics.fid_infinity: {e}") from None
+    if prc:
+        res = prc_features_to_metric(x.to(device), y.to(device), prc_neighborhood=3, prc_batch_size=10000,
+                                     verbose=False)
+        out[PRECISION], out[RECALL] = res[PRECISION], res[RECALL]
     return {k: float(v) for k, v in out.items()}
 
 
-def _calculate(samples, reference, reference_name, feature_extractor, weights_path, fid, isc, kid, layers, n,
-               batch_size, device, cache_dir, verbose, tag):
-    return torch_fidelity.calculate_metrics(
-        input1=TensorDataset(samples), input2=TensorDataset(reference), cuda=str(device).startswith("cuda"),
-        fid=fid, isc=isc, kid=kid, feature_extractor=feature_extractor,
-        feature_layer_fid=layers["fid"], feature_layer_kid=layers["kid"], feature_layer_isc=layers["isc"],
-        feature_extractor_weights_path=weights_path, kid_subset_size=min(1000, n), isc_splits=10,
-        batch_size=batch_size, save_cpu_ram=True,
-        verbose=verbose and feature_extractor != "digits-cnn",  # its printout says "Inception"; digits scores in <1 s
-        cache=True, cache_root=str(cache_dir or DEFAULT_CACHE), input1_cache_name=None,
-        input2_cache_name=f"{reference_name}-{feature_extractor}-{tag}",
-    )
-    # input1 must never be cached: torch-fidelity caches only named inputs, and input1 has no name.
+def compute_fidelity(samples: torch.Tensor, reference: torch.Tensor, reference_name: str, feature_extractor: str,
+                     weights_path: str | None = None, fid=True, isc=True, kid=True, batch_size: int = 500,
+                     device="cpu", cache_dir: str | Path | None = None, verbose=True) -> dict:
+    """FID/IS/KID of uint8 `samples` against uint8 `reference`: torch-fidelity's features, our arithmetic.
+
+    The reference features are cached under cache_dir (reference_features).
+    """
+    weights_path = check_extractor(feature_extractor, weights_path, ("samples", samples),
+                                   ("reference images", reference))
+    ref = reference_features(reference, reference_name, feature_extractor, weights_path, batch_size, device,
+                             cache_dir, verbose)
+    feats = featurize(samples, feature_extractor, weights_path, batch_size, device, verbose)
+    return fidelity_from_features(feats, ref, fid=fid, isc=isc, kid=kid, device=device)
