@@ -26,6 +26,7 @@ import torch
 
 FLOAT = torch.float64
 TF_SEED = 2020  # torch-fidelity's default rng_seed: its IS permutation and KID subsets
+WEIGHTED_ELEMENTS = 2 ** 25  # bound on the elements of one batched weighted-covariance product
 
 
 def as_tensor(x, device="cpu") -> torch.Tensor:
@@ -66,8 +67,9 @@ def frechet_to_reference(x: torch.Tensor, ref: GaussianRef, weights: torch.Tenso
         means, covs = mu[None], (xc.T @ xc)[None] / (n - 1)
     else:  # sum_i w_i (x_i - m_w)(x_i - m_w)^T = sum_i w_i xc_i xc_i^T - N (m_w - mu)(m_w - mu)^T
         shift = weights @ xc / n  # [B, d]: m_w - mu
-        covs = torch.stack([(xc.T * w) @ xc for w in weights]) - n * shift[:, :, None] * shift[:, None, :]
-        means, covs = mu + shift, covs / (n - 1)
+        step = max(1, WEIGHTED_ELEMENTS // (n * x.shape[1]))  # replicates per batched product ([step, d, N] memory)
+        covs = torch.cat([(xc.T * w[:, None, :]) @ xc for w in weights.split(step)])
+        means, covs = mu + shift, (covs - n * shift[:, :, None] * shift[:, None, :]) / (n - 1)
     inner = ref.cov_sqrt @ covs @ ref.cov_sqrt
     tr_sqrt = torch.linalg.eigvalsh((inner + inner.transpose(-1, -2)) / 2).clamp_min(0).sqrt().sum(-1)
     diff = means - ref.mu
