@@ -26,7 +26,7 @@ import torch
 
 FLOAT = torch.float64
 TF_SEED = 2020  # torch-fidelity's default rng_seed: its IS permutation and KID subsets
-WEIGHTED_ELEMENTS = 2 ** 25  # bound on the elements of one batched weighted-covariance product
+WEIGHTED_ELEMENTS = 2 ** 22  # bound on the elements of one batched weighted-covariance product
 
 
 def as_tensor(x, device="cpu") -> torch.Tensor:
