@@ -75,3 +75,16 @@ def test_a_run_stores_the_features_its_metrics_came_from(tmp_path, tiny_unet_dir
     assert row["kid_mean"] == pytest.approx(again["kernel_inception_distance_mean"], rel=1e-12)
     assert row["fid_infinity"] == pytest.approx(again["frechet_inception_distance_infinity"], rel=1e-12)
     assert 0 <= row["prc_precision"] <= 1 and 0 <= row["prc_recall"] <= 1
+
+
+def test_an_nll_run_stores_its_per_image_bits(tmp_path, tiny_unet_dir):
+    from tests.test_cli import run_cli
+
+    r = run_cli(f"model.path={tiny_unet_dir}", "sampler=ddpm", "nfe=4", "num_samples=20", f"results_dir={tmp_path}",
+                "metrics=nll", "metrics.nll_num_images=12")
+    assert r.returncode == 0, r.stderr[-2000:]
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    bits = np.load(run_dir / "nll.npz")["per_image_bpd"]
+    row = json.loads((run_dir / "metrics.json").read_text())
+    assert bits.shape == (12,) and bits.mean() == pytest.approx(row["nll_bpd"], rel=1e-12)
+    assert "per_image_bpd" not in row["nll"]
