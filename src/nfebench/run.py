@@ -241,7 +241,8 @@ def score(samples: torch.Tensor, p: Point, progress=True, features_path: Path | 
     from .metrics.fidelity import (FID, FID_INF, IS_MEAN, IS_STD, KID_MEAN, KID_STD, PRECISION, RECALL,
                                    check_extractor, featurize, fidelity_from_features)
 
-    weights = check_extractor(m["feature_extractor"], m.get("feature_extractor_weights_path"), ("samples", samples))
+    weights = check_extractor(m["feature_extractor"], m.get("feature_extractor_weights_path"), ("samples", samples),
+                              isc=bool(m.get("isc")))
     ref, reference = reference_for(p, weights, progress)
     feats = featurize(samples, m["feature_extractor"], weights, m.get("batch_size", 500), p.device, progress)
     if features_path is not None:

@@ -6,6 +6,7 @@ Inception FID):
   digits-cnn             nfebench's digits classifier (checkpoints/digits-cnn): 64-d penultimate features for FID
                          and KID, 10 logits for IS.
   inception-v3-compat    torch-fidelity's standard Inception (2048-d pool3 for FID/KID, logits_unbiased for IS).
+  dinov2-vit-l-14        DINOv2 ViT-L/14's 1024-d class token for FID/KID (Stein et al. 2023); no IS (no logits).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ import numpy as np
 import torch
 import torch_fidelity
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
+from torch_fidelity.feature_extractor_dinov2 import FeatureExtractorDinoV2
 from torch_fidelity.metric_prc import KEY_METRIC_PRECISION as PRECISION, KEY_METRIC_RECALL as RECALL
 from torch_fidelity.metric_prc import prc_features_to_metric
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-from torch_fidelity.utils import create_feature_extractor, get_featuresdict_from_dataset
+import torch_fidelity.utils
 
 from ..leaderboard import atomic_write_bytes
 
@@ -75,9 +77,77 @@ class DigitsCNNExtractor(FeatureExtractorBase):
 if "digits-cnn" not in FEATURE_EXTRACTORS_REGISTRY:
     torch_fidelity.register_feature_extractor("digits-cnn", DigitsCNNExtractor)
 
-FEATURE_LAYERS = {
+# DINOv2 ViT-L/14 (Oquab et al. 2023), the feature space Stein et al. 2023 (sec. 4) recommend for Frechet distances:
+# torch-fidelity's extractor (its resizing to 224 and ImageNet normalization), with the network built from the
+# facebookresearch/dinov2 code in the torch hub cache and its weights from that cache or a path, so it runs offline.
+DINOV2 = {"dinov2-vit-l-14": "dinov2_vitl14"}
+DINOV2_REPO = "facebookresearch/dinov2"
+DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/{0}/{0}_pretrain.pth"
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+
+
+def dinov2_sources(name: str, weights_path: str | None = None, download: bool = True) -> tuple[str, str]:
+    """(code directory, weights file) of a DINOv2 extractor: the facebookresearch/dinov2 repository in the torch hub
+    cache (fetched there when missing and the network allows), and `weights_path` or the hub cache's
+    `<model>_pretrain.pth` (downloaded likewise). A MetricsError names what is missing and how to supply it."""
+    arch = DINOV2[name]
+    hub = Path(torch.hub.get_dir())
+    repo = hub / f"{DINOV2_REPO.replace('/', '_')}_main"
+    if not (repo / "hubconf.py").is_file():
+        reason = "download disabled"
+        if download:
+            try:
+                torch.hub.list(DINOV2_REPO, trust_repo=True)  # fetches the code into the hub cache
+            except Exception as e:  # offline, proxy, rate limit
+                reason = _first_line(e)
+        if not (repo / "hubconf.py").is_file():
+            raise MetricsError(f"{name} needs the DINOv2 code in the torch hub cache ({repo}), which is missing and "
+                               f"could not be fetched ({reason}); clone https://github.com/{DINOV2_REPO} there")
+    url = DINOV2_URL.format(arch)
+    if weights_path is not None:
+        if not Path(weights_path).expanduser().is_file():
+            raise MetricsError(f"{name} weights {str(weights_path)!r} not found (metrics.feature_extractor_weights_"
+                               f"path); put {url.rsplit('/', 1)[1]} from {url} there")
+        return str(repo), str(Path(weights_path).expanduser())
+    hub_file = hub / "checkpoints" / url.rsplit("/", 1)[1]
+    if not hub_file.is_file():
+        reason = "download disabled"
+        if download:
+            try:
+                hub_file.parent.mkdir(parents=True, exist_ok=True)
+                torch.hub.download_url_to_file(url, str(hub_file), progress=False)
+            except Exception as e:
+                reason = _first_line(e)
+        if not hub_file.is_file():
+            raise MetricsError(f"{name} weights {str(hub_file)!r} are missing and could not be downloaded ({reason}); "
+                               f"copy {url} to that path, or pass metrics.feature_extractor_weights_path=/path/to/"
+                               f"{hub_file.name}")
+    return str(repo), str(hub_file)
+
+
+class DinoV2Extractor(FeatureExtractorDinoV2):
+    """torch-fidelity's DINOv2 extractor, loading code and weights from local files (dinov2_sources)."""
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        FeatureExtractorBase.__init__(self, name, features_list)
+        repo, weights = dinov2_sources(name, feature_extractor_weights_path)
+        self.feature_extractor_internal_dtype = torch.float32
+        self.model = torch.hub.load(repo, DINOV2[name], source="local", pretrained=False, trust_repo=True)
+        self.model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        self.requires_grad_(False)
+        self.eval()
+
+
+for _name in DINOV2:  # replaces torch-fidelity's entry, which can only download
+    FEATURE_EXTRACTORS_REGISTRY[_name] = DinoV2Extractor
+
+FEATURE_LAYERS = {  # layer per metric; isc None: the extractor has no class logits, so no Inception Score
     "digits-cnn": dict(fid="penultimate", kid="penultimate", isc="logits_unbiased"),
     "inception-v3-compat": dict(fid="2048", kid="2048", isc="logits_unbiased"),
+    **{name: dict(fid="dinov2", kid="dinov2", isc=None) for name in DINOV2},
 }
 
 
@@ -123,7 +193,7 @@ def inception_weights_path(weights_path: str | None = None, download: bool = Tru
             torch.hub.download_url_to_file(INCEPTION_URL, str(hub_file), progress=False)
             return str(hub_file)
         except Exception as e:  # offline, proxy, disk
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+            reason = _first_line(e)
     raise MetricsError(f"Inception weights {str(hub_file)!r} are missing and could not be downloaded ({reason}); "
                        f"copy {INCEPTION_URL} to that path (the torch hub cache, $TORCH_HOME/hub/checkpoints), or pass "
                        f"metrics.feature_extractor_weights_path=/path/to/{hub_file.name}")
@@ -137,16 +207,24 @@ def _tensor_digest(x: torch.Tensor) -> str:
     return h.hexdigest()[:12]
 
 
-def check_extractor(feature_extractor: str, weights_path: str | None, *images: tuple[str, torch.Tensor]) -> str | None:
-    """Validate the extractor name, its weights and the images' channels; returns the weights path to use."""
+def check_extractor(feature_extractor: str, weights_path: str | None, *images: tuple[str, torch.Tensor],
+                    isc: bool = False) -> str | None:
+    """Validate the extractor name, its weights (and code), the images' channels and, with isc, that it gives class
+    logits; returns the weights path to use."""
     if feature_extractor not in FEATURE_LAYERS:
         raise MetricsError(f"unknown feature extractor {feature_extractor!r}; allowed: {', '.join(FEATURE_LAYERS)}")
-    if feature_extractor == "inception-v3-compat":
-        weights_path = inception_weights_path(weights_path)
+    if isc and FEATURE_LAYERS[feature_extractor]["isc"] is None:
+        raise MetricsError(f"metrics.isc=true needs class logits, which {feature_extractor} does not give; add "
+                           "metrics.isc=false")
+    if feature_extractor != "digits-cnn":  # the ImageNet-trained extractors take RGB images
         for what, x in images:
             if x.shape[1] != 3:
-                raise MetricsError(f"inception-v3-compat needs RGB images but the {what} have {x.shape[1]} "
+                raise MetricsError(f"{feature_extractor} needs RGB images but the {what} have {x.shape[1]} "
                                    f"channel(s); use a dataset of RGB images or the dataset's own extractor")
+    if feature_extractor in DINOV2:
+        weights_path = dinov2_sources(feature_extractor, weights_path)[1]
+    elif feature_extractor == "inception-v3-compat":
+        weights_path = inception_weights_path(weights_path)
     if weights_path is not None and not Path(weights_path).is_file():
         raise MetricsError(f"feature-extractor weights {str(weights_path)!r} not found")
     return weights_path
@@ -158,17 +236,18 @@ def featurize(images: torch.Tensor, feature_extractor: str, weights_path: str | 
     "isc": [N, classes] (the logits IS uses)}, float32 on the CPU. Call check_extractor first."""
     layers = FEATURE_LAYERS[feature_extractor]
     cuda = str(device).startswith("cuda")
+    tf = torch_fidelity.utils
     try:  # a weights file of the wrong format is a one-line error, not a traceback
-        fe = create_feature_extractor(feature_extractor, sorted({layers["fid"], layers["isc"]}), cuda=cuda,
-                                      feature_extractor_weights_path=weights_path, verbose=False)
+        fe = tf.create_feature_extractor(feature_extractor, sorted({layers["fid"], layers["isc"]} - {None}), cuda=cuda,
+                                         feature_extractor_weights_path=weights_path, verbose=False)
     except RuntimeError as e:
         if "state_dict" not in str(e):
             raise
         raise MetricsError(f"feature-extractor weights {str(weights_path)!r} do not fit {feature_extractor} "
-                           f"({str(e).strip().splitlines()[0][:120]})") from None
-    out = get_featuresdict_from_dataset(TensorDataset(images), fe, batch_size, cuda, save_cpu_ram=True,
-                                        verbose=verbose and feature_extractor != "digits-cnn")
-    return {"fid": out[layers["fid"]].float(), "isc": out[layers["isc"]].float()}
+                           f"({_first_line(e)})") from None
+    out = tf.get_featuresdict_from_dataset(TensorDataset(images), fe, batch_size, cuda, save_cpu_ram=True,
+                                           verbose=verbose and feature_extractor != "digits-cnn")
+    return {role: out[layers[role]].float() for role in ("fid", "isc") if layers[role] is not None}
 
 
 def reference_features(reference: torch.Tensor, reference_name: str, feature_extractor: str,
@@ -180,7 +259,7 @@ def reference_features(reference: torch.Tensor, reference_name: str, feature_ext
     path = Path(cache_dir or DEFAULT_CACHE) / f"{reference_name}-{feature_extractor}-{tag}-features.npz"
     if path.is_file():
         with np.load(path) as z:
-            return {k: torch.from_numpy(z[k]) for k in ("fid", "isc")}
+            return {k: torch.from_numpy(z[k]) for k in z.files}
     feats = featurize(reference, feature_extractor, weights_path, batch_size, device, verbose)
     buf = io.BytesIO()
     np.savez(buf, **{k: v.numpy() for k, v in feats.items()})
@@ -226,7 +305,7 @@ def compute_fidelity(samples: torch.Tensor, reference: torch.Tensor, reference_n
     The reference features are cached under cache_dir (reference_features).
     """
     weights_path = check_extractor(feature_extractor, weights_path, ("samples", samples),
-                                   ("reference images", reference))
+                                   ("reference images", reference), isc=isc)
     ref = reference_features(reference, reference_name, feature_extractor, weights_path, batch_size, device,
                              cache_dir, verbose)
     feats = featurize(samples, feature_extractor, weights_path, batch_size, device, verbose)
