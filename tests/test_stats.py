@@ -131,3 +131,18 @@ def test_the_compared_values_are_the_metrics_on_all_rows(ref):
     assert kid["b"] == pytest.approx(F.kid(b, small_ref, subsets=1, subset_size=N)[0], rel=1e-10)
     assert paired_is(a, b, n_boot=100, device="cpu")["a"] == pytest.approx(F.inception_score(a, splits=1)[0],
                                                                            rel=1e-10)
+
+
+def test_linearized_bootstrap_agrees_with_the_exact_one(ref):
+    """The first-order (delta-method) replicates used for large N x d give nearly the exact bootstrap's interval."""
+    a, b = pair(1, 0.0)
+    exact = paired_fid(a, b, ref, n_boot=500, device="cpu", method="exact")
+    linear = paired_fid(a, b, ref, n_boot=500, device="cpu", method="linear")
+    assert exact["method"] == "exact" and linear["method"] == "linear"
+    assert linear["delta"] == pytest.approx(exact["delta"], rel=1e-12)
+    width = exact["ci_high"] - exact["ci_low"]
+    assert linear["ci_high"] - linear["ci_low"] == pytest.approx(width, rel=0.15)
+    assert abs(linear["ci_low"] - exact["ci_low"]) < 0.15 * width
+    assert paired_fid(a, b, ref, n_boot=100, device="cpu")["method"] == "exact"  # small: auto is exact
+    with pytest.raises(StatsError, match="unknown method 'fast'; allowed: auto, exact, linear"):
+        paired_fid(a, b, ref, method="fast")
