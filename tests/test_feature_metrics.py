@@ -51,7 +51,7 @@ def test_fid_infinity_removes_the_one_over_n_bias():
     assert abs(F.fid_infinity(a, r)) < 0.3 * F.fid(a, r)
 
 
-def test_a_run_stores_the_features_its_metrics_came_from(tmp_path, tiny_unet_dir):
+def test_a_run_stores_the_features_its_metrics_came_from_and_its_per_image_bits(tmp_path, tiny_unet_dir):
     from omegaconf import OmegaConf
 
     from nfebench.metrics.fidelity import fidelity_from_features
@@ -59,7 +59,7 @@ def test_a_run_stores_the_features_its_metrics_came_from(tmp_path, tiny_unet_dir
     from tests.test_cli import run_cli
 
     r = run_cli(f"model.path={tiny_unet_dir}", "sampler=ddim", "nfe=4", "num_samples=100", f"results_dir={tmp_path}",
-                "metrics.fid_infinity=true", "metrics.prc=true")
+                "metrics=nll", "metrics.nll_num_images=12", "metrics.fid_infinity=true", "metrics.prc=true")
     assert r.returncode == 0, r.stderr[-2000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
     row = json.loads((run_dir / "metrics.json").read_text())
@@ -75,16 +75,6 @@ def test_a_run_stores_the_features_its_metrics_came_from(tmp_path, tiny_unet_dir
     assert row["kid_mean"] == pytest.approx(again["kernel_inception_distance_mean"], rel=1e-12)
     assert row["fid_infinity"] == pytest.approx(again["frechet_inception_distance_infinity"], rel=1e-12)
     assert 0 <= row["prc_precision"] <= 1 and 0 <= row["prc_recall"] <= 1
-
-
-def test_an_nll_run_stores_its_per_image_bits(tmp_path, tiny_unet_dir):
-    from tests.test_cli import run_cli
-
-    r = run_cli(f"model.path={tiny_unet_dir}", "sampler=ddpm", "nfe=4", "num_samples=20", f"results_dir={tmp_path}",
-                "metrics=nll", "metrics.nll_num_images=12")
-    assert r.returncode == 0, r.stderr[-2000:]
-    (run_dir,) = (tmp_path / "runs").iterdir()
     bits = np.load(run_dir / "nll.npz")["per_image_bpd"]
-    row = json.loads((run_dir / "metrics.json").read_text())
     assert bits.shape == (12,) and bits.mean() == pytest.approx(row["nll_bpd"], rel=1e-12)
     assert "per_image_bpd" not in row["nll"]
