@@ -266,3 +266,34 @@ def test_rows_differing_only_in_nll_settings_count_once_in_quality_tables():
                         + [{**base, "seed": 1, "fid": 2.5, "nll_variance": "small", "run_id": "s1"}])
     (_, g), = list(protocol_groups(rows))
     assert len(g) == 2 and sorted(g.seed) == [0, 1]
+
+
+# ------------------------------------------------------------------------------------------ significance
+
+
+def test_report_marks_ties_with_the_best_and_degrades_without_features(tmp_path, monkeypatch):
+    """a is best; b differs from it by far less than the CI (tied, bold); c is clearly worse; d has no features."""
+    from nfebench import compare
+    from nfebench.metrics.from_features import fid
+    from tests.test_compare import fake_run
+
+    ref = {"fid": np.random.default_rng(9).standard_normal((2000, 8)).astype(np.float32)}
+    monkeypatch.setattr(compare, "reference_features", lambda run: ref)
+    rows = []
+    for name, shift in (("ddim", 0.0), ("dpm", 0.002), ("unipc", 0.4), ("deis", 0.0)):
+        d = fake_run(tmp_path, f"{name}-10", n=400, shift=shift, features=name != "deis")
+        value = fid(np.load(d / "features.npz")["fid"], ref["fid"]) if name != "deis" else 0.5
+        rows.append({**make_row(name, 10, fid=value), "run_id": f"{name}-10"})
+    write_leaderboard(tmp_path, rows, samples_for=[])
+    text = report.write_report(tmp_path).read_text()
+    section = text[text.index("#### Is the difference real?"):text.index("#### Published numbers")]
+    lines = {line.split(" | ")[0].strip("|* "): line for line in section.splitlines() if line.startswith("| ")}
+    assert "| **ddim** |" in lines["ddim"] and "| **dpm** |" in lines["dpm"]  # the best and the one tied with it
+    assert ("best" in lines["ddim"]) != ("best" in lines["dpm"])
+    assert lines["unipc"].startswith("| unipc |") and float(lines["unipc"].split(" | ")[-1].strip(" |")) < 0.05
+    assert "| deis | 0.500 | – | no stored features | – |" in lines["deis"]
+    assert "NFE 10: tied with the best: ddim, dpm." in section or "NFE 10: tied with the best: dpm, ddim." in section
+
+
+def test_holm_adjustment():
+    assert report.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])

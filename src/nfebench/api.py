@@ -95,8 +95,8 @@ def nll(model_fn: Callable, betas_or_schedule, images_uint8: torch.Tensor, metho
     generator: a torch.Generator for the Monte-Carlo noise (forward-process noise, dequantization, probes); None
     uses torch's global generator. Unknown options raise ValueError.
     Returns a dict with at least bpd, bpd_se, method, variance, nfe (forward passes per image), vjp (vector-Jacobian
-    products per image), num_images, and per-term diagnostics (vlb: prior_bpd, kl_bpd, decoder_bpd; ode: prior_bpd,
-    delta_bpd, offset_bits).
+    products per image), num_images, per_image_bpd (float64 tensor, one value per image), and per-term diagnostics
+    (vlb: prior_bpd, kl_bpd, decoder_bpd; ode: prior_bpd, delta_bpd, offset_bits).
     """
     from .metrics.nll import nll as _nll
 

@@ -52,6 +52,10 @@ COLUMNS = [
     # --- added with model generality (any parametrization and schedule) ---
     "prediction_type",     # what the network predicts: epsilon | sample | v_prediction | score
     "schedule",            # the noise schedule: discrete(T=1000) | vp_linear(...) | ve(sigma_min=..,sigma_max=..)
+    # --- added with the per-sample features (issue 17) ---
+    "fid_infinity",        # FID_inf, Chong & Forsyth's extrapolation to infinitely many samples (metrics.fid_infinity)
+    "prc_precision",       # precision, Kynkaanniemi et al. k=3, in the FID feature space (metrics.prc)
+    "prc_recall",          # recall, same (metrics.prc)
 ]
 
 

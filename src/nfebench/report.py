@@ -482,7 +482,7 @@ def _seed(run) -> str:
 
 
 def quality_section(model: str, dataset: str, proto: Protocol, rows: pd.DataFrame, published: pd.DataFrame,
-                    figures: Path, index: int) -> list[str]:
+                    figures: Path, index: int, results_dir: Path) -> list[str]:
     seeds = rows.groupby(["variant", "nfe"])["seed"].nunique().max()
     out = [f"### Protocol {index}: {proto.caption()}", ""]
     for metric, name, better in QUALITY:
@@ -501,8 +501,95 @@ def quality_section(model: str, dataset: str, proto: Protocol, rows: pd.DataFram
                    f"{model} on {dataset}: FID vs NFE\n{proto.feature_extractor}, {proto.reference}, "
                    f"{proto.num_samples:g} samples", figures / name, log_y=True)
         out += [f"![FID vs NFE, {model}, protocol {index}](figures/{name})", ""]
+        out += significance_section(rows, results_dir)
     out += published_section(rows, published)
     out += rank_section(rows, published)
+    return out
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjustment (Holm 1979): the k-th smallest of m p-values times m - k + 1, made
+    non-decreasing in that order, capped at 1; returned in the input order."""
+    order = np.argsort(pvalues, kind="stable")
+    adjusted, running = [0.0] * len(pvalues), 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (len(pvalues) - k) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def _why(e: Exception) -> str:
+    """A table cell for a comparison that could not be made."""
+    text = str(e)
+    return "no stored features" if "stored features" in text or "no finished run" in text else text.split(";")[0][:80]
+
+
+def fid_differences(rows: pd.DataFrame, results_dir: Path, n_boot: int = 1000) -> list[dict]:
+    """At one NFE of one protocol: the best variant (lowest mean FID) and every other's FID difference to it from
+    the runs' stored features (nfebench.stats.paired_fid, paired when both runs have the same seed), with
+    Holm-adjusted p-values. One dict per variant, best first: variant, fid, delta, ci_low, ci_high, p_holm
+    (NaN without stored features, and `why`), tied (CI covers 0; the best is tied with itself)."""
+    from .compare import CompareError, compare_runs, find_run, reference_features
+
+    agg = aggregate(rows, "fid").sort_values(["mean", "variant"])
+    runs = rows.sort_values("seed").drop_duplicates("variant").set_index("variant")  # lowest seed of each
+    out = [{"variant": v, "fid": m, "delta": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_holm": np.nan,
+            "tied": False, "why": ""} for v, m in zip(agg["variant"], agg["mean"])]
+    out[0].update(delta=0.0, tied=True)
+    try:
+        best = find_run(runs.loc[out[0]["variant"], "run_id"], results_dir)
+        best.features()
+        ref = reference_features(best)
+    except (CompareError, ValueError, OSError) as e:
+        for r in out[1:]:
+            r["why"] = f"best run: {_why(e)}"
+        return out
+    tested = []
+    for r in out[1:]:
+        try:
+            other = find_run(runs.loc[r["variant"], "run_id"], results_dir)
+            paired = other.row.get("seed") == best.row.get("seed")
+            res = compare_runs(other, best, n_boot=n_boot, paired=paired, metrics=("fid",), ref=ref)[0]
+        except (CompareError, ValueError, OSError) as e:
+            r["why"] = _why(e)
+            continue
+        r.update(delta=res["delta"], ci_low=res["ci_low"], ci_high=res["ci_high"], tied=res["ci_low"] <= 0)
+        tested.append((r, res["p_value"]))
+    for (r, _), p in zip(tested, holm([p for _, p in tested])):
+        r["p_holm"] = p
+    return out
+
+
+def significance_section(rows: pd.DataFrame, results_dir: Path) -> list[str]:
+    """Per NFE: the best sampler by FID, every other's difference to it with a 95 % CI and Holm-adjusted p; the
+    samplers tied with the best (CI covering 0) in bold."""
+    out = ["#### Is the difference real? FID difference to the best sampler at each NFE", "",
+           "Paired bootstrap over the samples' shared seeds (`nfebench.stats.paired_fid`, 1000 replicates, reference "
+           "held fixed; docs/stats.md). Bold: the best and the samplers whose 95 % CI of the difference covers 0 "
+           "(tied with it). p: two-sided, Holm-adjusted over the comparisons of one NFE (with 1000 replicates the "
+           "smallest unadjusted p is 2/1001). Runs without `features.npz` in their run directory are listed "
+           "without a test.", ""]
+    for nfe in sorted(rows.loc[rows["fid"].notna(), "nfe"].unique()):
+        diffs = fid_differences(rows[(rows["nfe"] == nfe) & rows["fid"].notna()], results_dir)
+        table = []
+        for d in diffs:
+            bold = (lambda t: f"**{t}**") if d["tied"] else (lambda t: t)
+            if d is diffs[0]:
+                cells = [bold(d["variant"]), bold(fmt(d["fid"])), "best", "", ""]
+            elif np.isfinite(d["delta"]):
+                cells = [bold(d["variant"]), bold(fmt(d["fid"])), f"{d['delta']:+.3g}",
+                         f"[{d['ci_low']:+.3g}, {d['ci_high']:+.3g}]", f"{d['p_holm']:.3g}"]
+            else:
+                cells = [d["variant"], fmt(d["fid"]), MISSING, d["why"], MISSING]
+            table.append(cells)
+        best, tied = diffs[0]["variant"], [d["variant"] for d in diffs if d["tied"]]
+        untested = sum(not np.isfinite(d["delta"]) for d in diffs[1:])
+        verdict = (f"lowest FID {best}; no comparison (no stored features)" if untested == len(diffs) - 1 else
+                   f"tied with the best: {', '.join(tied)}" if len(tied) > 1 else
+                   f"{best} leads significantly" + (f" over the {len(diffs) - 1 - untested} samplers tested "
+                                                    f"({untested} without stored features)" if untested else ""))
+        out += [f"NFE {fmt_nfe(nfe)}: {verdict}.", "",
+                md_table(["Sampler", "FID", "FID - best", "95 % CI", "p (Holm)"], table), ""]
     return out
 
 
@@ -538,7 +625,8 @@ def rank_section(rows: pd.DataFrame, published: pd.DataFrame) -> list[str]:
                   "tau moves in large steps and the p-value is rarely small. In our order, `a ≈ b` marks a gap smaller "
                   "than the seed spread sqrt(std_a^2 + std_b^2) (a one-seed sampler borrows the median std of the "
                   "several-seed ones at that NFE; no `≈` without any several-seed run): a swap there against the "
-                  "published order is noise, not disagreement.", ""]
+                  "published order is noise, not disagreement. Our order is by point FID; which of its gaps to the best are "
+                  "real is in the table above (`Is the difference real?`).", ""]
     for ref, table in results:
         caveat = f" Caveat: {ref.caveats}." if ref.caveats else ""
         out += [f"Compared with **{ref.title}** (source keys {', '.join(f'`{s}`' for s in ref.sources)}).{caveat}",
@@ -596,7 +684,7 @@ def model_section(model: str, dataset: str, rows: pd.DataFrame, published: pd.Da
         out += [f"{len(unscored)} run(s) have no metric (e.g. `metrics=none`): they appear only in the sample grids.",
                 ""]
     for i, (proto, g) in enumerate(groups, 1):
-        out += quality_section(model, dataset, proto, g, published, figures, i)
+        out += quality_section(model, dataset, proto, g, published, figures, i, results_dir)
     out += nll_section(model, dataset, rows, published, figures)
     out += grids_section(model, dataset, rows, results_dir, figures)
     return out

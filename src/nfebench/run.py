@@ -5,6 +5,8 @@ Data flows forward only. Everything the run writes goes under results_dir, each 
     results_dir/runs/<run_id>/shards/A-B.npz       samples A..B-1, written as each batch finishes (resume points)
     results_dir/runs/<run_id>/samples.npz          uint8 samples [N, C, H, W] and their per-sample seeds
     results_dir/runs/<run_id>/grid.png             the first 100 samples
+    results_dir/runs/<run_id>/features.npz         per-sample features the metrics were computed from (see score)
+    results_dir/runs/<run_id>/nll.npz              NLL runs: per_image_bpd of the test images, in split order
     results_dir/runs/<run_id>/metrics.json         the leaderboard row, as JSON
     results_dir/runs/<run_id>/status.json          only for a failed run: what went wrong
     results_dir/leaderboard.csv                    one row per finished run
@@ -52,9 +54,10 @@ class RunFailed(RuntimeError):
 
 # Keys that change where or how fast a run goes, not what it produces: excluded from the run key.
 NON_KEY_FIELDS = ("results_dir", "device", "batch_size", "force")
-# Model keys added after rows were recorded: left out of the key while null (their default), so those rows keep
-# their run_id.
-LATER_MODEL_KEYS = ("prediction_type", "variance_type", "schedule")
+# Config keys added after rows were recorded: at these defaults they are left out of the key, so earlier run ids
+# (and the rows already in a leaderboard, which make reproduce skips) stay valid.
+LATER_DEFAULTS = {"model": {"prediction_type": None, "variance_type": None, "schedule": None},
+                  "metrics": {"reference_stats": None, "fid_infinity": False, "prc": False}}
 
 
 @dataclass
@@ -130,7 +133,9 @@ def run_key(p: Point) -> str:
     if runtime.get("autocast"):                 # bf16 autocast changes the numbers, so it is part of the key
         keyed["autocast"] = runtime["autocast"]
     keyed["sampler"] = {"name": p.sampler, **p.sampler_options}
-    keyed["model"] = {k: v for k, v in keyed["model"].items() if not (k in LATER_MODEL_KEYS and v is None)}
+    for group, defaults in LATER_DEFAULTS.items():
+        if isinstance(keyed.get(group), dict):
+            keyed[group] = {k: v for k, v in keyed[group].items() if not (k in defaults and v == defaults[k])}
     keyed = portable(keyed)  # the repository's own checkpoints are named relative to it: one key in every clone
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{p.model.get('name', 'model')}-{p.sampler}-nfe{p.nfe}-s{p.seed}-{digest}"
@@ -141,9 +146,9 @@ def sample_seeds(seed: int, n: int) -> list[int]:
     return [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(n)]
 
 
-def _save_npz(path: Path, **arrays) -> None:
+def _save_npz(path: Path, compress: bool = True, **arrays) -> None:
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    (np.savez_compressed if compress else np.savez)(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -225,29 +230,53 @@ def save_grid(samples: torch.Tensor, path: Path, nrow: int = 10, scale: int = 4)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def score(samples: torch.Tensor, p: Point, progress=True) -> dict:
-    """FID/IS/KID of the samples against the dataset's train split (torch-fidelity)."""
+def reference_for(p: Point, weights_path: str | None, progress=True) -> tuple:
+    """The reference side of p's protocol and its label: the dataset's train split in p's feature space (cached
+    once per protocol by nfebench.metrics.fidelity.reference_features), or with metrics.reference_stats the
+    precomputed statistics of that file (a GaussianRef; the label names the file and its hash)."""
+    from .metrics.fidelity import reference_features, reference_statistics
+
+    m = p.metrics
+    if m.get("reference_stats"):
+        return reference_statistics(m["reference_stats"], m["feature_extractor"], p.device)
+    ref = load_split(p.dataset["name"], "train", **p.dataset.get("options", {}))
+    feats = reference_features(ref, f"{p.dataset['name']}-train-{ref.shape[0]}", m["feature_extractor"], weights_path,
+                               m.get("batch_size", 500), p.device, verbose=progress)
+    return feats, f"{p.dataset['name']}/train/{ref.shape[0]}"
+
+
+def score(samples: torch.Tensor, p: Point, progress=True, features_path: Path | None = None) -> dict:
+    """FID/IS/KID (and, when asked, FID_inf and precision/recall) of the samples against the dataset's train split
+    (or FID and IS against metrics.reference_stats).
+
+    torch-fidelity's extractor gives the features; with features_path they are saved there (features.npz: `fid`
+    [N, d] the FID/KID layer and `isc` [N, classes] the IS logits, both float32, and the per-sample `seeds`), so
+    that nfebench.compare can test any two runs later without featurizing again.
+    """
     m = p.metrics
     if not (m.get("fid") or m.get("isc") or m.get("kid")):
         return {}
-    from .metrics.fidelity import FID, IS_MEAN, IS_STD, KID_MEAN, KID_STD, compute_fidelity, fid_against_stats
+    from .metrics.fidelity import (FID, FID_INF, IS_MEAN, IS_STD, KID_MEAN, KID_STD, PRECISION, RECALL,
+                                   check_extractor, featurize, fidelity_from_features)
 
-    if m.get("reference_stats"):  # FID against precomputed (mu, sigma); KID needs reference features, so none
-        if m.get("kid") and progress:
+    weights = check_extractor(m["feature_extractor"], m.get("feature_extractor_weights_path"), ("samples", samples),
+                              isc=bool(m.get("isc")))
+    ref, reference = reference_for(p, weights, progress)
+    feats = featurize(samples, m["feature_extractor"], weights, m.get("batch_size", 500), p.device, progress)
+    if features_path is not None:
+        _save_npz(features_path, compress=False, seeds=np.array(sample_seeds(p.seed, samples.shape[0]), np.uint32),
+                  **{k: v.numpy() for k, v in feats.items()})
+    kid = bool(m.get("kid"))
+    if m.get("reference_stats") and kid:  # KID needs the reference features, not only their mean and covariance
+        kid = False
+        if progress:
             print("[nfebench] metrics.reference_stats: KID needs the reference images, not computed")
-        res = fid_against_stats(samples, m["reference_stats"], m["feature_extractor"],
-                                m.get("feature_extractor_weights_path"), isc=bool(m.get("isc")),
-                                batch_size=m.get("batch_size", 500), device=p.device, verbose=progress)
-        return {"fid": res[FID] if m.get("fid") else None, "is_mean": res.get(IS_MEAN), "is_std": res.get(IS_STD),
-                "feature_extractor": m["feature_extractor"], "reference": res["reference"]}
-    ref = load_split(p.dataset["name"], "train", **p.dataset.get("options", {}))
-    res = compute_fidelity(samples, ref, reference_name=f"{p.dataset['name']}-train-{ref.shape[0]}",
-                           feature_extractor=m["feature_extractor"], weights_path=m.get("feature_extractor_weights_path"),
-                           fid=bool(m.get("fid")), isc=bool(m.get("isc")), kid=bool(m.get("kid")),
-                           batch_size=m.get("batch_size", 500), device=p.device, verbose=progress)
+    res = fidelity_from_features(feats, ref, fid=bool(m.get("fid")), isc=bool(m.get("isc")), kid=kid,
+                                 fid_infinity=bool(m.get("fid_infinity")), prc=bool(m.get("prc")), device=p.device)
     return {"fid": res.get(FID), "is_mean": res.get(IS_MEAN), "is_std": res.get(IS_STD),
             "kid_mean": res.get(KID_MEAN), "kid_std": res.get(KID_STD),
-            "feature_extractor": m["feature_extractor"], "reference": f"{p.dataset['name']}/train/{ref.shape[0]}"}
+            "feature_extractor": m["feature_extractor"], "reference": reference,
+            "fid_infinity": res.get(FID_INF), "prc_precision": res.get(PRECISION), "prc_recall": res.get(RECALL)}
 
 
 def model_digest(model) -> str:
@@ -330,10 +359,13 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
         print(f"[nfebench] {key} is already in {board}; skipping (force=true runs it again)")
         return None
     run_id = key if not done else f"{key}.{len(done) + 1}"  # a forced re-run gets its own id and directory
-    if p.metrics.get("reference_stats") and p.metrics.get("fid"):  # a bad statistics file fails before sampling
-        from .metrics.fidelity import load_reference_stats
+    if p.metrics.get("reference_stats"):  # a bad statistics file, or a metric it cannot give, fails before sampling
+        from .metrics.fidelity import MetricsError, load_reference_stats
 
         load_reference_stats(p.metrics["reference_stats"], p.metrics["feature_extractor"])
+        if p.metrics.get("fid_infinity") or p.metrics.get("prc"):
+            raise MetricsError("metrics.reference_stats gives FID (and IS) only: metrics.fid_infinity and metrics.prc "
+                               "need the reference images; set them to false")
     session = begin(p)  # torchrun ranks (p.device becomes this rank's GPU), runtime options, preflight of data/weights
     t_load = time.perf_counter()
     model_opts = {k: v for k, v in p.model.items() if k not in ("kind", "note")}
@@ -392,9 +424,11 @@ def _run_locked(p: Point, model, session, run_id: str, run_dir: Path, board: Pat
     save_grid(samples, run_dir / "grid.png")
 
     t_score = time.perf_counter()
-    metrics = score(samples, p, progress)
+    metrics = score(samples, p, progress, features_path=run_dir / "features.npz")
     t_nll = time.perf_counter()
     likelihood = measure_nll(model, p, progress)
+    if likelihood:  # per-image bits, for nfebench.stats.paired_nll
+        _save_npz(run_dir / "nll.npz", per_image_bpd=likelihood["nll"].pop("per_image_bpd").numpy())
     metrics.update(likelihood.get("row", {}))
     timings = {"load_seconds": round(getattr(model, "load_seconds", 0.0), 3), "sampling_seconds": round(secs, 3),
                "scoring_seconds": round(t_nll - t_score, 3)}

@@ -153,10 +153,9 @@ def preflight(p) -> None:
                         f"metrics=none)")
     if not m.get("reference_stats"):  # FID against precomputed statistics needs no reference images
         load_split(p.dataset["name"], "train", **p.dataset.get("options", {}))  # cached: score() reuses it
-    if m.get("feature_extractor") == "inception-v3-compat":
-        from .metrics.fidelity import inception_weights_path
+    from .metrics.fidelity import check_extractor
 
-        inception_weights_path(m.get("feature_extractor_weights_path"))
+    check_extractor(m.get("feature_extractor"), m.get("feature_extractor_weights_path"), isc=bool(m.get("isc")))
 
 
 @dataclass

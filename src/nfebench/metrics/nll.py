@@ -208,7 +208,8 @@ def vlb_result(terms: dict, variance: str, clip: bool, num_images: int, spacing:
     to_bits = 1.0 / (terms["dims"] * LN2)
     total = (t["prior"] + t["kl"] + t["decoder"]) * to_bits
     bpd, se = _summary(total)
-    return {"method": "vlb", "bpd": bpd, "bpd_se": se, "variance": variance, "clip": bool(clip), "spacing": spacing,
+    return {"method": "vlb", "bpd": bpd, "bpd_se": se, "per_image_bpd": total.double(), "variance": variance,
+            "clip": bool(clip), "spacing": spacing,
             "nfe": terms["nfe"], "vjp": 0, "num_images": num_images,
             "prior_bpd": (t["prior"] * to_bits).mean().item(), "kl_bpd": (t["kl"] * to_bits).mean().item(),
             "decoder_bpd": (t["decoder"] * to_bits).mean().item(),
@@ -347,8 +348,9 @@ def ode_nll(eps_fn, sched: Schedule, images_uint8: torch.Tensor, *, nfe=None, so
         logp[i:j], prior[i:j], delta[i:j] = r["logp"], r["prior"], r["delta"]
         fwd[i:j], vjp[i:j] = r["forward"], r["vjp"]
     to_bits = 1.0 / (dims * LN2)
-    bpd, se = _summary(-logp * to_bits + DEQUANT_OFFSET_BITS)
-    return {"method": "ode", "bpd": bpd, "bpd_se": se, "variance": None,
+    per_image = -logp * to_bits + DEQUANT_OFFSET_BITS
+    bpd, se = _summary(per_image)
+    return {"method": "ode", "bpd": bpd, "bpd_se": se, "per_image_bpd": per_image, "variance": None,
             "nfe": float(fwd.mean()), "nfe_max": int(fwd.max()), "vjp": float(vjp.mean()), "num_images": n,
             "solver": solver, "atol": atol if solver == "rk45" else None, "rtol": rtol if solver == "rk45" else None,
             "spacing": spacing if solver != "rk45" else None,

@@ -1,0 +1,186 @@
+"""`python -m nfebench.compare RUN_A RUN_B`: is the difference between two runs real?
+
+RUN_A, RUN_B: run ids (looked up under --results DIR/runs/) or run directories. Prints both runs' FID, KID and IS
+(and NLL when both are NLL runs), their difference A - B with its confidence interval and p-value from
+nfebench.stats (paired over the samples' shared seeds), and refuses, in one line, runs scored under different
+protocols, runs sampled from different seeds (unless --unpaired), and runs without stored features (saying how to
+re-score them: `--rescore RUN` recomputes features.npz from the run's samples.npz).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PROTOCOL_KEYS = ("dataset", "feature_extractor", "reference")
+METRICS = (("fid", "FID", "paired_fid"), ("kid", "KID", "paired_kid"), ("is", "IS", "paired_is"))
+
+
+class CompareError(ValueError):
+    """Two runs that cannot be compared as asked: the message says why and what to do."""
+
+
+@dataclass
+class Run:
+    run_id: str
+    dir: Path
+    row: dict  # metrics.json: the leaderboard row (+ timings, nll details)
+
+    def features(self) -> dict:
+        path = self.dir / "features.npz"
+        if not path.is_file():
+            raise CompareError(f"run {self.run_id} has no stored features ({path} is missing: it was scored before "
+                               f"nfebench kept them); re-score it from its samples with `python -m nfebench.compare "
+                               f"--rescore {self.dir}`")
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+
+    def nll_bits(self) -> np.ndarray | None:
+        path = self.dir / "nll.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as z:
+            return z["per_image_bpd"]
+
+    def point(self):
+        from omegaconf import OmegaConf
+
+        from .run import validate
+
+        return validate(OmegaConf.load(self.dir / "config.yaml"))
+
+
+def find_run(name: str, results: Path) -> Run:
+    """A run by directory or by run id under results/runs/."""
+    for d in (Path(name), results / "runs" / name):
+        if (d / "metrics.json").is_file():
+            return Run(d.name, d, json.loads((d / "metrics.json").read_text()))
+    raise CompareError(f"no finished run {name!r}: neither {name} nor {results / 'runs' / name} has a metrics.json")
+
+
+def check_comparable(a: Run, b: Run, paired: bool) -> None:
+    for k in PROTOCOL_KEYS:
+        if a.row.get(k) != b.row.get(k):
+            raise CompareError(f"runs {a.run_id} and {b.run_id} were scored under different protocols ({k} "
+                               f"{a.row.get(k)!r} vs {b.row.get(k)!r}); their metrics are not comparable")
+    if paired and (a.row.get("seed"), a.row.get("num_samples")) != (b.row.get("seed"), b.row.get("num_samples")):
+        raise CompareError(f"runs {a.run_id} and {b.run_id} were sampled from different seeds (seed "
+                           f"{a.row.get('seed')} x {a.row.get('num_samples')} samples vs {b.row.get('seed')} x "
+                           f"{b.row.get('num_samples')}), so their samples are not paired; add --unpaired to compare "
+                           "them as independent samples")
+
+
+def reference_features(run: Run) -> dict:
+    """The run's protocol's reference features (cached once per protocol; computed on a miss)."""
+    from .metrics.fidelity import check_extractor
+    from .run import reference_for
+
+    p = run.point()
+    weights = check_extractor(p.metrics["feature_extractor"], p.metrics.get("feature_extractor_weights_path"))
+    return reference_for(p, weights, progress=False)[0]
+
+
+def compare_runs(a: Run, b: Run, n_boot: int = 1000, seed: int = 0, level: float = 0.95, paired: bool = True,
+                 metrics=("fid", "kid", "is"), ref: dict | None = None) -> list[dict]:
+    """nfebench.stats results for each of `metrics` (fid, kid, is), and nll when both runs stored per-image bits."""
+    from . import stats
+
+    check_comparable(a, b, paired)
+    fa, fb = a.features(), b.features()
+    ref = ref if ref is not None else reference_features(a)
+    seeds = dict(seeds_a=fa["seeds"], seeds_b=fb["seeds"], paired=paired)
+    out = []
+    for key, _, fn in METRICS:
+        if key not in metrics:
+            continue
+        layer = "isc" if key == "is" else "fid"
+        args = (fa[layer], fb[layer]) if key == "is" else (fa[layer], fb[layer], ref["fid"])
+        out.append(getattr(stats, fn)(*args, n_boot=n_boot, seed=seed, level=level, **seeds))
+    bits_a, bits_b = a.nll_bits(), b.nll_bits()
+    if bits_a is not None and bits_b is not None:
+        out.append(stats.paired_nll(bits_a, bits_b, n_boot=n_boot, seed=seed, level=level, paired=paired))
+    return out
+
+
+def rescore(run: Run) -> Path:
+    """Recompute run.dir/features.npz from its samples.npz (for runs scored before features were stored)."""
+    import torch
+
+    from .run import score
+
+    samples = run.dir / "samples.npz"
+    if not samples.is_file():
+        raise CompareError(f"run {run.run_id} has no samples.npz to re-score; run its point again (its config: "
+                           f"{run.dir / 'config.yaml'}; force=true gives it a new run id)")
+    with np.load(samples) as z:
+        x = torch.from_numpy(z["samples"])
+    score(x, run.point(), progress=False, features_path=run.dir / "features.npz")
+    return run.dir / "features.npz"
+
+
+def fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def describe(tag: str, run: Run) -> str:
+    r = run.row
+    return f"{tag}: {run.run_id} ({r.get('sampler')}, nfe {r.get('nfe')}, {r.get('num_samples')} samples, seed {r.get('seed')})"
+
+
+def table(results: list[dict]) -> str:
+    names = {"fid": "FID", "kid": "KID", "is": "IS", "nll": "NLL (bits/dim)"}
+    lines = [f"{'metric':<15} {'A':>10} {'B':>10} {'A - B':>10}  {'CI':<24} {'p':>7}"]
+    for r in results:
+        ci = f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
+        verdict = "not significant" if r["ci_low"] <= 0 <= r["ci_high"] else "significant"
+        lines.append(f"{names[r['metric']]:<15} {fmt(r['a']):>10} {fmt(r['b']):>10} {fmt(r['delta']):>10}  "
+                     f"{ci:<24} {r['p_value']:>7.3g}  {verdict}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m nfebench.compare", description=__doc__.split("\n\n")[0])
+    ap.add_argument("runs", nargs="+", metavar="RUN", help="two run ids or run directories (one with --rescore)")
+    ap.add_argument("--results", default="results", type=Path, help="results directory (default: results)")
+    ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (>= 100; default 1000)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's resampling (default 0)")
+    ap.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
+    ap.add_argument("--unpaired", action="store_true", help="runs of different seeds: resample each on its own")
+    ap.add_argument("--rescore", action="store_true", help="recompute features.npz of the given runs and exit")
+    args = ap.parse_args(argv)
+    from .metrics.fidelity import MetricsError
+    from .run import ConfigError
+    from .stats import StatsError
+
+    try:
+        if args.rescore:
+            for name in args.runs:
+                print(f"wrote {rescore(find_run(name, args.results))}")
+            return 0
+        if len(args.runs) != 2:
+            raise CompareError(f"give two runs to compare, got {len(args.runs)}")
+        from .stats import MIN_BOOT
+
+        if args.n_boot < MIN_BOOT:
+            raise StatsError(f"n_boot must be an integer >= {MIN_BOOT}, got {args.n_boot}")
+        a, b = (find_run(name, args.results) for name in args.runs)
+        results = compare_runs(a, b, args.n_boot, args.seed, args.level, paired=not args.unpaired)
+    except (CompareError, StatsError, MetricsError, ConfigError) as e:
+        print(f"nfebench.compare: error: {e}", file=sys.stderr)
+        return 2
+    how = (f"unpaired ({a.row.get('num_samples')} and {b.row.get('num_samples')} samples)" if args.unpaired
+           else f"paired over {a.row.get('num_samples')} shared seeds")
+    print("\n".join([describe("A", a), describe("B", b),
+                     f"protocol: {a.row.get('feature_extractor')} features, reference {a.row.get('reference')}; {how}; "
+                     f"{args.n_boot} bootstrap replicates, {args.level:.0%} CI (nfebench.stats, docs/stats.md)", "",
+                     table(results)]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
