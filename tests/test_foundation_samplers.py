@@ -100,7 +100,7 @@ def test_ddim_on_a_gaussian_follows_its_closed_form_and_contracts():
     """For data N(mu, b^2) the exact eps is sigma (x - alpha mu) / (alpha^2 b^2 + sigma^2), and one DDIM step s -> t
     multiplies x - alpha mu by (alpha_t alpha_s b^2 + sigma_t sigma_s) / (alpha_s^2 b^2 + sigma_s^2). By
     Cauchy-Schwarz that is at most the exact ODE's ratio, so DDIM's error contracts the spread
-    (docs/dpm_fast_digits.md, bench/spread_bias.py); DPM-Solver-fast contracts less and converges to the exact map."""
+    (docs/dpm_fast_digits.md, studies/spread_bias.py); DPM-Solver-fast contracts less and converges to the exact map."""
     from nfebench.samplers.common import alpha_sigma, chain_grid
     from nfebench.schedule import VPSchedule
 

@@ -1,6 +1,6 @@
 """Convergence order of the deterministic samplers on the exact-score Gaussian-mixture oracle.
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 python bench/convergence.py            # prints the table of docs/convergence.md
+    PYTHONPATH=src OMP_NUM_THREADS=1 python studies/convergence.py            # prints the table of docs/convergence.md
 
 Each sampler integrates the probability-flow ODE from the same x_T (tau = T-1) to tau = 0; the error is the rms
 difference from a reference solution of the same ODE by scipy's DOP853 (rtol = atol = 1e-12) in u = log(rho),
