@@ -78,7 +78,8 @@ def test_budget(name, nfe):
 def test_minimums():
     assert SAMPLERS["pndm"].min_nfe == 12  # three Runge-Kutta warm-up steps of 4 evaluations
     assert SAMPLERS["plms"].min_nfe == 2
-    assert all(SAMPLERS[n].min_nfe == 1 for n in SAMPLERS if n not in ("pndm", "plms"))
+    assert SAMPLERS["fastdpm"].min_nfe == 2  # its schedules need a first and a last noise level
+    assert all(SAMPLERS[n].min_nfe == 1 for n in SAMPLERS if n not in ("pndm", "plms", "fastdpm"))
 
 
 @pytest.mark.parametrize("name", sorted(n for n in SAMPLERS if not SAMPLERS[n].stochastic))

@@ -3,7 +3,7 @@
 Adding a sampler is one file: write the function, decorate it, import the module here.
 """
 
-from . import analytic, ddpm, deis, diffusers_sampler, dpm_solver, edm, pndm, unipc  # noqa: F401  (modules register their samplers on import)
+from . import analytic, ddpm, deis, diffusers_sampler, dpm_solver, edm, fastdpm, pndm, unipc  # noqa: F401  (modules register their samplers on import)
 from .common import CLEAN, BudgetExceeded, CountedEps, Noise, PerSampleNoise
 from .registry import SAMPLERS, SamplerError, SamplerSpec, get_sampler, register
 

@@ -119,3 +119,12 @@ def alpha_sigma(sched: VPSchedule, tau: float) -> tuple[float, float]:
     if tau == CLEAN:
         return 1.0, 0.0
     return float(sched.alpha(tau)), float(sched.sigma(tau))
+
+
+def discrete_betas(sched, who: str) -> np.ndarray:
+    """The training betas of a discrete VP schedule, for samplers defined on its integer timesteps; a one-line error
+    for any other schedule."""
+    betas = getattr(sched, "betas", None)
+    if betas is None:
+        raise SamplerError(f"{who} needs a discrete VP schedule (training betas); got {type(sched).__name__}")
+    return np.asarray(betas, dtype=np.float64)
