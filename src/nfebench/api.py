@@ -21,8 +21,9 @@ def check_nfe(nfe, min_nfe: int, sampler: str) -> int:
 
 def dry_run(sampler: str, nfe: int, betas, **options) -> int:
     """Run the sampler on a zero model and one 1-pixel sample: validates its options and budget in milliseconds,
-    before a real model is touched. Returns the evaluations the sampler will spend per sample."""
-    zeros = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    before a real model is touched. Returns the evaluations the sampler will spend per sample. The zero model also
+    returns a zero auxiliary output, standing in for covariance heads (SN/NPR); other samplers never see it."""
+    zeros = lambda x, t: (torch.zeros_like(x), torch.zeros_like(x))  # noqa: E731
     _, used = sample(zeros, betas, torch.zeros(1, 1, 1, 1, dtype=torch.float64), sampler, nfe,
                      generator=torch.Generator().manual_seed(0), return_nfe=True, **options)
     return used

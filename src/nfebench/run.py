@@ -39,6 +39,8 @@ from .models import load_model
 from .paths import portable
 from .api import check_nfe, dry_run
 from .samplers import CountedEps, PerSampleNoise, get_sampler
+from .samplers.analytic import HEAD_KINDS
+from .cov_heads import attach_heads
 from .runtime import begin
 from .schedule import VPSchedule
 
@@ -308,12 +310,15 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     model = load_model(p.model["kind"], device=p.device, **model_opts)
     if p.sampler.startswith("analytic_") and p.sampler_options.get("moments") is None:
         p.sampler_options = {**p.sampler_options, "moments": analytic_moments_for(model, p, progress)}
+    sampling = model  # SN/NPR sample with the covariance head on the network's forward pass (nfebench.cov_heads)
+    if p.sampler in HEAD_KINDS:
+        sampling = attach_heads(model, HEAD_KINDS[p.sampler])
     dry_run(p.sampler, p.nfe, model.betas, **p.sampler_options)  # bad options fail here, before any sampling
     model.load_seconds = time.perf_counter() - t_load
 
     run_dir = p.results_dir / "runs" / run_id
     if not session.dist.is_main:  # a torchrun rank other than 0 only samples its share; rank 0 writes everything
-        return session.generate(model, p, sample_seeds(p.seed, p.num_samples), _generator(None), progress)[0]
+        return session.generate(sampling, p, sample_seeds(p.seed, p.num_samples), _generator(None), progress)[0]
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         lock = FileLock(str(run_dir / ".lock")).acquire(timeout=0)
@@ -321,7 +326,7 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
         session.dist.finish()
         raise ConfigError(f"run {run_id} is already running in another process (lock {run_dir / '.lock'})") from None
     with lock:
-        return _run_locked(p, model, session, run_id, run_dir, board, progress)
+        return _run_locked(p, model, sampling, session, run_id, run_dir, board, progress)
 
 
 def _generator(shard_dir: Path | None):
@@ -329,7 +334,8 @@ def _generator(shard_dir: Path | None):
     return lambda model, p, seeds, progress: generate(model, p, seeds, shard_dir, progress)
 
 
-def _run_locked(p: Point, model, session, run_id: str, run_dir: Path, board: Path, progress: bool) -> dict:
+def _run_locked(p: Point, model, sampling, session, run_id: str, run_dir: Path, board: Path, progress: bool) -> dict:
+    """`sampling` is the model the sampler calls (model, or model with covariance heads); NLL uses `model`."""
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(p.cfg)))
     (run_dir / "status.json").unlink(missing_ok=True)
     seeds = sample_seeds(p.seed, p.num_samples)
@@ -345,7 +351,7 @@ def _run_locked(p: Point, model, session, run_id: str, run_dir: Path, board: Pat
     else:
         try:
             samples, nfe_used, secs, gpu_row = session.generate(
-                model, p, seeds, _generator(run_dir / "shards" if single else None), progress)
+                sampling, p, seeds, _generator(run_dir / "shards" if single else None), progress)
         except RunFailed as e:
             atomic_write_text(run_dir / "status.json", json.dumps({"status": "failed", "error": str(e)}, indent=2))
             raise RunFailed(f"{e}; run marked failed, samples kept in {run_dir}") from None

@@ -23,11 +23,14 @@ class CountedEps:
     One call evaluates the whole batch at one timestep, so `calls` is the NFE spent per sample. The first NaN/Inf
     seen (in the sampler's state going in, or in the model's output) is recorded in `nonfinite` with the evaluation
     number and timestep; sampling goes on so the caller can keep the broken samples for inspection.
+    A model with an auxiliary output of the same forward pass (covariance heads, nfebench.cov_heads) returns the pair
+    (eps, aux): the call returns eps and keeps aux in `aux` (None for a model without one).
     """
 
     def __init__(self, eps_fn: Callable, budget: int | None = None, check_finite: bool = True):
         self.eps_fn, self.budget, self.calls = eps_fn, budget, 0
         self.check_finite, self.nonfinite = check_finite, None
+        self.aux = None
 
     def __call__(self, x: torch.Tensor, tau: float) -> torch.Tensor:
         if self.budget is not None and self.calls >= self.budget:
@@ -37,6 +40,7 @@ class CountedEps:
             self.nonfinite = f"the sampler state was NaN/Inf before evaluation {self.calls} (timestep {tau:.4g})"
         t = torch.full((x.shape[0],), float(tau), dtype=x.dtype, device=x.device)
         out = self.eps_fn(x, t)
+        out, self.aux = out if isinstance(out, tuple) else (out, None)
         if self.check_finite and self.nonfinite is None and not torch.isfinite(out).all():
             self.nonfinite = f"the model returned NaN/Inf at evaluation {self.calls} (timestep {tau:.4g})"
         return out
