@@ -248,6 +248,20 @@ def analytic_moments_for(model, p: Point, progress=True) -> str:
     return info["path"]
 
 
+def elbo_costs_for(model, p: Point, progress=True) -> str:
+    """spacing=elbo's per-timestep x0 errors for this model (Watson et al. 2021; nfebench.elbo_steps): estimated once
+    on the dataset's train split and cached beside the checkpoint. Its one-off cost is printed apart from the NFE."""
+    from .elbo_steps import cached_x0_errors
+
+    train = load_split(p.dataset["name"], "train", **p.dataset.get("options", {}))
+    _, info = cached_x0_errors(model, model.betas, train, model_digest=model_digest(model), model_dir=model.source)
+    if progress:
+        how = "cached" if info["cached"] else f"estimated in {info['seconds']:.0f} s"
+        print(f"[nfebench] ELBO step costs: {how} ({info['per_sample_evals']} evaluations x {info['num_images']} "
+              f"train images, one-off, not counted in NFE): {info['path']}")
+    return info["path"]
+
+
 CHAIN_SAMPLERS = ("ddpm", "ddim", "analytic_ddpm", "analytic_ddim")
 
 
@@ -269,6 +283,8 @@ def measure_nll(model, p: Point, progress=True) -> dict:
             opts["spacing"] = p.sampler_options["spacing"]
         if opts["variance"] == "analytic" and opts.get("moments") is None:
             opts["moments"] = analytic_moments_for(model, p, progress)
+        if opts.get("spacing") == "elbo" and opts.get("elbo_costs") is None:
+            opts["elbo_costs"] = p.sampler_options.get("elbo_costs") or elbo_costs_for(model, p, progress)
     test = load_split(p.dataset["name"], "test", **p.dataset.get("options", {}))
     res = nll(model, model.betas, test, method=method, nfe=nfe, generator=torch.Generator().manual_seed(p.seed),
               **opts)
@@ -310,6 +326,9 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     model = load_model(p.model["kind"], device=p.device, **model_opts)
     if p.sampler.startswith("analytic_") and p.sampler_options.get("moments") is None:
         p.sampler_options = {**p.sampler_options, "moments": analytic_moments_for(model, p, progress)}
+    if p.sampler_options.get("spacing") == "elbo" and "elbo_costs" in p.sampler_options \
+            and p.sampler_options["elbo_costs"] is None:  # the chain samplers' Watson et al. spacing
+        p.sampler_options = {**p.sampler_options, "elbo_costs": elbo_costs_for(model, p, progress)}
     sampling = model  # SN/NPR sample with the covariance head on the network's forward pass (nfebench.cov_heads)
     if p.sampler in HEAD_KINDS:
         sampling = attach_heads(model, HEAD_KINDS[p.sampler])

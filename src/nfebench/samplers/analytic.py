@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..analytic_dpm import MomentsError, load_moments, optimal_variance, variance_bounds
-from .common import CLEAN, alpha_sigma, chain_grid, explicit_grid
+from .common import CLEAN, alpha_sigma, chain_grid, chain_or_elbo_grid, explicit_grid
 from .registry import SamplerError, register
 
 
@@ -31,8 +31,8 @@ def _moments(moments, sched):
         raise SamplerError(str(e)) from None
 
 
-def _grid(sched, nfe, spacing, timesteps):
-    ts = chain_grid(sched, nfe, spacing) if timesteps is None else explicit_grid(sched, timesteps, allow_clean=True)
+def _grid(sched, nfe, spacing, timesteps, elbo_costs, dims, gamma):
+    ts = chain_or_elbo_grid(sched, nfe, spacing, timesteps, elbo_costs, dims, "analytic", gamma)
     if np.any(ts[:-1] != np.rint(ts[:-1])):
         raise SamplerError("Analytic-DPM needs integer timesteps (the moments are estimated at integers)")
     return ts
@@ -65,27 +65,30 @@ def _run(eps, sched, x, ts, noise, eta, clip, clip_sigma_pixels, variance):
     return x
 
 
-def _analytic(eps, sched, x, nfe, noise, eta, moments, spacing, clip, clip_sigma_pixels, timesteps):
+def _analytic(eps, sched, x, nfe, noise, eta, moments, spacing, clip, clip_sigma_pixels, timesteps, elbo_costs):
     gamma = _moments(moments, sched)
-    return _run(eps, sched, x, _grid(sched, nfe, spacing, timesteps), noise, eta, clip, clip_sigma_pixels,
+    ts = _grid(sched, nfe, spacing, timesteps, elbo_costs, x[0].numel(), gamma)
+    return _run(eps, sched, x, ts, noise, eta, clip, clip_sigma_pixels,
                 lambda s, t, lam2, counted, e: optimal_variance(sched, s, t, float(gamma[int(s)]), lam2))
 
 
 @register("analytic_ddpm", stochastic=True)
 def analytic_ddpm(eps, sched, x, nfe, noise, *, moments=None, spacing="uniform", clip=False, clip_sigma_pixels=0.0,
-                  timesteps=None):
+                  timesteps=None, elbo_costs=None):
     """Analytic-DDPM (Bao et al. 2022): the DDPM posterior mean and the optimal variance from the moments Gamma_n.
 
     moments: path of a cached Gamma_n file (nfebench.analytic_dpm.cached_moments) or an array of length T.
     clip: clamp x0_hat to [-1, 1] (the authors' code always does). clip_sigma_pixels: cap the std of the second last
     step at y * (2/255) * sqrt(pi/2) (the authors' clip_pixel, 2 for their CIFAR-10 FIDs); 0 = no cap.
+    spacing "elbo": the chain of the smallest analytic-variance bound (Watson et al. 2021), from elbo_costs.
     """
-    return _analytic(eps, sched, x, nfe, noise, 1.0, moments, spacing, clip, float(clip_sigma_pixels), timesteps)
+    return _analytic(eps, sched, x, nfe, noise, 1.0, moments, spacing, clip, float(clip_sigma_pixels), timesteps,
+                     elbo_costs)
 
 
 @register("analytic_ddim", stochastic=True)
 def analytic_ddim(eps, sched, x, nfe, noise, *, moments=None, eta=0.0, spacing="uniform", clip=False,
-                  clip_sigma_pixels=0.0, timesteps=None):
+                  clip_sigma_pixels=0.0, timesteps=None, elbo_costs=None):
     """Analytic-DDIM (Bao et al. 2022): the DDIM mean (lambda^2 = eta^2 beta-tilde) and the optimal variance.
 
     eta = 0 (the paper's Analytic-DDIM) still adds noise: sigma*^2 = c0^2 Var[x0 | x_s] > 0. Other options as
@@ -94,7 +97,7 @@ def analytic_ddim(eps, sched, x, nfe, noise, *, moments=None, eta=0.0, spacing="
     if not eta >= 0:
         raise SamplerError(f"eta must be >= 0, got {eta}")
     return _analytic(eps, sched, x, nfe, noise, float(eta), moments, spacing, clip, float(clip_sigma_pixels),
-                     timesteps)
+                     timesteps, elbo_costs)
 
 
 # --- SN-DPM / NPR-DPM (Bao, Li, Sun, Zhu, Zhang 2022, ICML, arXiv 2206.07309) -------------------------------------

@@ -118,6 +118,22 @@ def chain_grid(sched: VPSchedule, num_evals: int, spacing: str) -> np.ndarray:
     return np.append(taus, CLEAN)
 
 
+def chain_or_elbo_grid(sched: VPSchedule, num_evals: int, spacing: str, timesteps, elbo_costs, dims: int,
+                       variance: str = "small", gamma=None, allow_clean: bool = True) -> np.ndarray:
+    """The grid of the DDPM/DDIM-family chains: explicit `timesteps`, else chain_grid, or with spacing="elbo" the
+    chain with the smallest K-step bound for `variance` (Watson et al. 2021; nfebench.elbo_steps), then CLEAN."""
+    if timesteps is not None:
+        return explicit_grid(sched, timesteps, allow_clean=allow_clean)
+    if spacing != "elbo":
+        return chain_grid(sched, num_evals, spacing)
+    from ..elbo_steps import ElboError, elbo_timesteps
+
+    try:
+        return np.append(elbo_timesteps(sched, num_evals, elbo_costs, dims, variance, gamma), CLEAN)
+    except ElboError as e:
+        raise SamplerError(str(e)) from None
+
+
 def alpha_sigma(sched: VPSchedule, tau: float) -> tuple[float, float]:
     """(alpha, sigma) at tau as Python floats; tau = CLEAN gives (1, 0)."""
     if tau == CLEAN:
