@@ -127,3 +127,21 @@ def test_bad_elbo_input_is_one_line(opts, match):
         nfebench.sample(g.eps, BETAS, torch.zeros(2, 2, dtype=torch.float64), "dpm", 5, spacing="elbo")
     with pytest.raises(ElboError, match="needs 1 <= nfe <= T=4"):
         optimal_path(np.zeros((4, 4)), 5)
+
+
+@pytest.mark.slow
+def test_cli_estimates_the_costs_once_and_caches_them(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from .test_cli import run_cli
+
+    monkeypatch.setenv("NFEBENCH_CACHE", str(tmp_path / "cache"))  # the oracle has no checkpoint dir: user cache
+    args = ["model=gmm_digits", "model.n_components=2", f"results_dir={tmp_path / 'res'}", "sampler=ddim",
+            "sampler.spacing=elbo", "num_samples=4", "metrics=none"]
+    r = run_cli(*args, "nfe=5")
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert "ELBO step costs: estimated" in r.stdout and "not counted in NFE" in r.stdout
+    assert len(list((tmp_path / "cache").rglob("elbo_x0_errors_*.npz"))) == 1
+    r = run_cli(*args, "nfe=6")
+    assert r.returncode == 0 and "ELBO step costs: cached" in r.stdout
+    assert pd.read_csv(tmp_path / "res" / "leaderboard.csv").nfe_used.tolist() == [5, 6]
