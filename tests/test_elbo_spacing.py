@@ -87,7 +87,8 @@ def test_elbo_chain_has_the_smallest_bound_among_spacings(digits_gmm):
     test = load_split("digits", "test")[:64]
     bpd = {sp: nfebench.nll(model, BETAS, test, method="vlb", nfe=10, generator=gen(3), spacing=sp, elbo_costs=m)
            for sp in ("elbo", "uniform", "quadratic")}
-    assert bpd["elbo"]["bpd"] < min(bpd["uniform"]["bpd"], bpd["quadratic"]["bpd"]), {k: v["bpd"] for k, v in bpd.items()}
+    assert bpd["elbo"]["bpd"] < min(bpd["uniform"]["bpd"], bpd["quadratic"]["bpd"]), {k: v["bpd"] for k, v in
+                                                                                     bpd.items()}
     grid = bpd["elbo"]["timesteps"]
     assert grid[0] == 999 and grid[-2:] == [0.0, CLEAN] and len(grid) == 11
     assert grid != list(chain_grid(SCHED, 10, "uniform"))

@@ -110,7 +110,7 @@ def test_sn_ddpm_reproduces_the_oracle_moments_on_the_full_chain():
 
 @pytest.fixture(scope="module")
 def headed_unet(tmp_path_factory, tiny_unet_dir):
-    """A copy of the random-weight stand-in UNet with covariance heads trained on it for 3 steps by the train command."""
+    """A copy of the random-weight stand-in UNet with covariance heads trained on it (3 steps, the train command)."""
     from nfebench.train import main
 
     d = tmp_path_factory.mktemp("headed") / "unet"

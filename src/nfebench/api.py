@@ -56,8 +56,9 @@ def nll(eps_fn: Callable, betas, images_uint8: torch.Tensor, method: str = "ode"
     Same eps_fn(x, t) and time convention as `sample` (t: the model's own timestep, float tensor [B] in [0, T-1]).
     method="vlb": the negative ELBO of the K-step ddpm/ddim chain, K = nfe (None: the full chain, K = T); no offset.
         options: variance = small | large | analytic (Bao et al. 2022; needs moments), clip (clamp x0_hat),
-        spacing (the chain's, as the samplers; "elbo" with elbo_costs: Watson et al.'s optimal chain), moments (path from nfebench.analytic_dpm.cached_moments, or an
-        array of length T), batch_size, num_images (the first n images; None: all).
+        spacing (the chain's, as the samplers; "elbo" with elbo_costs: Watson et al.'s optimal chain), elbo_costs
+        (path from nfebench.elbo_steps.cached_x0_errors, or an array of length T), moments (path from
+        nfebench.analytic_dpm.cached_moments, or an array of length T), batch_size, num_images (the first n images; None: all).
     method="ode": the probability-flow ODE likelihood of uniformly dequantized data (+7 bits/dim offset included).
         nfe=None: the adaptive reference (scipy RK45, atol = rtol = 1e-5) reporting what it spent; an int: a
         fixed-step solver spending exactly nfe forward passes. options: solver = rk45 | heun | euler, atol, rtol,

@@ -85,7 +85,7 @@ def _parse_options(text) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-INPUT_OPTIONS = {"moments"}  # options that name an input file (Analytic-DPM's cached moments), not a variant
+INPUT_OPTIONS = {"moments", "elbo_costs"}  # options naming an input file (Analytic-DPM's moments, spacing=elbo's costs)
 
 
 def variant_labels(df: pd.DataFrame) -> list[str]:
