@@ -8,6 +8,7 @@ import nfebench
 from nfebench.models import load_model
 from nfebench.run import generate, sample_seeds, validate
 from nfebench.samplers import SAMPLERS, PerSampleNoise, SamplerError
+from nfebench.samplers.analytic import HEAD_KINDS
 from nfebench.schedule import linear_betas
 
 
@@ -37,9 +38,11 @@ def test_every_registered_sampler_stays_within_budget(sampler):
         spec = SAMPLERS[sampler]
         if nfe < spec.min_nfe:
             continue
-        # Analytic-DPM needs its moments Gamma_n: any length-T array will do for counting evaluations
+        # Analytic-DPM needs its moments Gamma_n: any length-T array will do for counting evaluations; SN/NPR need a
+        # covariance head's output beside eps (here a constant second moment)
         opts = {"moments": np.ones(1000)} if sampler.startswith("analytic_") else {}
-        _, used = nfebench.sample(zero_eps, linear_betas(), torch.randn(2, 1, 8, 8, dtype=torch.float64),
+        model = (lambda x, t: (zero_eps(x, t), torch.ones_like(x))) if sampler in HEAD_KINDS else zero_eps
+        _, used = nfebench.sample(model, linear_betas(), torch.randn(2, 1, 8, 8, dtype=torch.float64),
                                   sampler, nfe, return_nfe=True, **opts)
         assert used <= nfe
 
