@@ -1,27 +1,11 @@
-"""Shared by the bench scripts: machine description and robust timing."""
+"""Shared by the speed benchmarks: robust timing (the machine description is nfebench.machine)."""
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 
 import torch
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = f", GPU {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ", no GPU"
-    return (f"{os.cpu_count()} vCPU ({cpu}), torch {torch.__version__}, {torch.get_num_threads()} torch thread(s)"
-            f"{gpu}")
 
 
 def sync(device) -> None:
@@ -39,11 +23,3 @@ def timed(fn, device="cpu") -> float:
 
 def median(xs):
     return statistics.median(xs)
-
-
-def write_json(path, args, results) -> None:
-    """The bench scripts' --json output: the machine, the arguments and the results, side by side."""
-    import json
-    from pathlib import Path
-
-    Path(path).write_text(json.dumps({"machine": machine(), "args": vars(args), "results": results}, indent=1))

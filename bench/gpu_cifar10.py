@@ -24,7 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _common import machine, sync, write_json  # noqa: E402
+from _common import sync  # noqa: E402
+from nfebench.machine import machine, write_json  # noqa: E402
 
 
 def inception_extractor(weights: str | None, device: str):

@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, median, timed, write_json  # noqa: E402
+from _common import median, timed  # noqa: E402
+from nfebench.machine import machine, write_json  # noqa: E402
 
 SAMPLERS = ["ddpm", "ddim", "dpm", "dpmpp", "unipc", "deis", "ipndm", "plms", "pndm", "euler", "heun"]
 

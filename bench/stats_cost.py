@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, timed, write_json  # noqa: E402
+from _common import timed  # noqa: E402
+from nfebench.machine import machine, write_json  # noqa: E402
 
 from nfebench.metrics.from_features import FLOAT, GaussianRef, frechet_to_reference  # noqa: E402
 from nfebench.stats import paired_fid, paired_is, paired_kid  # noqa: E402

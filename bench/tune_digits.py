@@ -23,7 +23,7 @@ from nfebench.run import sample_seeds
 from nfebench.samplers import PerSampleNoise
 from nfebench.tuning import TUNE_DEFAULTS
 
-from _common import machine, write_json
+from nfebench.machine import machine, write_json
 
 
 def main():

@@ -217,7 +217,7 @@ def test_third_order_multistep_differs_from_diffusers(oracle, algo):
     more accurate; diffusers' error falls at second order."""
     import sys
 
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "studies"))
     import convergence as C
 
     m, ref, x = C.oracle(), C.reference(), C.x_T()

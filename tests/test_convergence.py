@@ -1,6 +1,6 @@
 """Convergence order on the exact-score oracle: the error of x_0 against a DOP853 reference falls with NFE at the
 sampler's theoretical (or documented) order, within 0.3. The cases, NFE ranges and reference live in
-bench/convergence.py, which also prints the table of docs/convergence.md."""
+studies/convergence.py, which also prints the table of docs/convergence.md."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "studies"))
 import convergence as C  # noqa: E402
 
 torch.set_num_threads(1)

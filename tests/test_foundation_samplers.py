@@ -8,6 +8,7 @@ import nfebench
 from nfebench.models import load_model
 from nfebench.run import generate, sample_seeds, validate
 from nfebench.samplers import SAMPLERS, PerSampleNoise, SamplerError
+from nfebench.samplers.analytic import HEAD_KINDS
 from nfebench.schedule import linear_betas
 
 
@@ -37,10 +38,12 @@ def test_every_registered_sampler_stays_within_budget(sampler):
         spec = SAMPLERS[sampler]
         if nfe < spec.min_nfe:
             continue
-        # Analytic-DPM needs its moments Gamma_n: any length-T array will do for counting evaluations
+        # Analytic-DPM needs its moments Gamma_n: any length-T array will do for counting evaluations; SN/NPR need a
+        # covariance head's output beside eps (here a constant second moment)
         opts = {"moments": np.ones(1000)} if sampler.startswith("analytic_") else {}
+        model = (lambda x, t: (zero_eps(x, t), torch.ones_like(x))) if sampler in HEAD_KINDS else zero_eps
         try:
-            _, used = nfebench.sample(zero_eps, linear_betas(), torch.randn(2, 1, 8, 8, dtype=torch.float64),
+            _, used = nfebench.sample(model, linear_betas(), torch.randn(2, 1, 8, 8, dtype=torch.float64),
                                       sampler, nfe, return_nfe=True, **opts)
         except SamplerError as e:  # an adaptive sampler's cap reached; restart's default intervals need nfe >= 11
             assert sampler in ("rk45", "ggf", "restart"), e
@@ -105,7 +108,7 @@ def test_ddim_on_a_gaussian_follows_its_closed_form_and_contracts():
     """For data N(mu, b^2) the exact eps is sigma (x - alpha mu) / (alpha^2 b^2 + sigma^2), and one DDIM step s -> t
     multiplies x - alpha mu by (alpha_t alpha_s b^2 + sigma_t sigma_s) / (alpha_s^2 b^2 + sigma_s^2). By
     Cauchy-Schwarz that is at most the exact ODE's ratio, so DDIM's error contracts the spread
-    (docs/dpm_fast_digits.md, bench/spread_bias.py); DPM-Solver-fast contracts less and converges to the exact map."""
+    (docs/dpm_fast_digits.md, studies/spread_bias.py); DPM-Solver-fast contracts less and converges to the exact map."""
     from nfebench.samplers.common import alpha_sigma, chain_grid
     from nfebench.schedule import VPSchedule
 

@@ -96,7 +96,8 @@ def test_name_mapping_picks_the_variant_by_options():
         "DPM-Solver (multistep, noise pred.)",)
     assert published_names("dpmpp", {"variant": "3M"}, "diffsolvers") == ("DPM-Solver++(3M)",)
     assert published_names("dpmpp", {"variant": "2M"}) == ()  # no 2M row published: deliberately unmatched
-    assert published_names("deis", {"order": 3, "basis": "tab"}) == ("DEIS tAB2",)  # 3 points = tAB2, not tAB3
+    assert published_names("deis", {"order": 3, "basis": "tab"}, "deis-img") == ("DEIS tAB2",)  # 3 points = tAB2
+    assert published_names("deis", {"order": 3, "basis": "tab"}, "survey_table6") == ("gDDIM",)  # isotropic VP
     assert "UniPC-3 (bh2)" in published_names("unipc", {"order": 3, "variant": "bh2"})
     assert "UniPC-3 (bh2)" not in published_names("unipc", {"order": 3, "variant": "bh1"})
     assert "EDM" in published_names("heun", {}, "survey_table6")

@@ -16,6 +16,7 @@ import yaml  # noqa: E402
 from nfebench import api  # noqa: E402
 from nfebench.models.gmm import GaussianMixtureVP  # noqa: E402
 from nfebench.samplers import SAMPLERS, SamplerError  # noqa: E402
+from nfebench.samplers.analytic import HEAD_KINDS  # noqa: E402
 from nfebench.samplers.common import Noise  # noqa: E402
 from nfebench.schedule import SPACINGS, linear_betas  # noqa: E402
 
@@ -38,15 +39,22 @@ def expected_nfe(name: str, nfe: int) -> int:
 class Counting:
     """A cheap smooth eps model (a 2-component mixture in 4 dims) that counts its own calls."""
 
-    def __init__(self):
+    def __init__(self, heads=False):
         self.gmm = GaussianMixtureVP([0.4, 0.6], [[0.3, -0.2, 0.1, 0.0], [-0.4, 0.1, 0.2, 0.3]],
                                      [(0.05 * torch.eye(4)).tolist(), (0.02 * torch.eye(4)).tolist()], BETAS, (4,))
-        self.calls = 0
+        self.calls, self.heads = 0, heads
 
     def __call__(self, x, t):
         self.calls += 1
         assert t.shape == (x.shape[0],) and float(t.min()) >= 0 and float(t.max()) <= 999
+        if self.heads:  # a covariance head's output from the same evaluation (SN/NPR): the exact E[eps^2 | x]
+            return self.gmm.eps_moments(x, t)
         return self.gmm.eps(x, t)
+
+
+def counting(name) -> Counting:
+    """The counting model, with covariance heads for the samplers that need them (SN/NPR)."""
+    return Counting(heads=name in HEAD_KINDS)
 
 
 class NoNoise(Noise):
@@ -67,7 +75,7 @@ def inputs(name) -> dict:
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
 def test_budget(name, nfe):
     """nfe_used <= nfe, exactly nfe where the algorithm allows; below the minimum a clear error."""
-    model = Counting()
+    model = counting(name)
     spec = SAMPLERS[name]
     if nfe < spec.min_nfe:
         with pytest.raises(SamplerError, match=f"nfe={nfe} is below the minimum of sampler '{name}': {spec.min_nfe}"):
@@ -97,7 +105,8 @@ def test_budget(name, nfe):
 def test_minimums():
     assert SAMPLERS["pndm"].min_nfe == 12  # three Runge-Kutta warm-up steps of 4 evaluations
     assert SAMPLERS["plms"].min_nfe == 2
-    assert all(SAMPLERS[n].min_nfe == 1 for n in SAMPLERS if n not in ("pndm", "plms"))
+    assert SAMPLERS["fastdpm"].min_nfe == 2  # its schedules need a first and a last noise level
+    assert all(SAMPLERS[n].min_nfe == 1 for n in SAMPLERS if n not in ("pndm", "plms", "fastdpm"))
 
 
 @pytest.mark.parametrize("name", sorted(n for n in SAMPLERS if not SAMPLERS[n].stochastic))
@@ -111,7 +120,7 @@ def test_deterministic_samplers_draw_no_noise(name):
 @pytest.mark.parametrize("name", sorted(n for n in SAMPLERS if "spacing" in SAMPLERS[n].options))
 @pytest.mark.parametrize("spacing", SPACINGS)
 def test_every_spacing(name, spacing):
-    model = Counting()
+    model = counting(name)
     x0, used = api.sample(model, BETAS, x_T(), name, 20, return_nfe=True, spacing=spacing,
                           generator=torch.Generator().manual_seed(0), **inputs(name))
     assert used == expected_nfe(name, 20) and torch.isfinite(x0).all()

@@ -180,7 +180,7 @@ def test_adaptive_tolerance_buys_evaluations():
 
 @pytest.fixture(scope="module")
 def ode_oracle():
-    """bench/convergence.py's smooth oracle (8 components, reg_covar 1e-2), 4 samples, and DDIM on 1000 points
+    """studies/convergence.py's smooth oracle (8 components, reg_covar 1e-2), 4 samples, and DDIM on 1000 points
     from 999 to 0 (999 steps), whose own error is 1.4e-3 rms."""
     from nfebench.models.gmm import load_gmm
 

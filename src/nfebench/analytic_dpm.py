@@ -184,9 +184,25 @@ def cached_moments(eps_fn: Callable, betas, train_images_uint8: torch.Tensor, *,
     evaluations), calls (batched model calls), seconds (of the estimate when it was made).
     """
     sched = betas if isinstance(betas, VPSchedule) else VPSchedule(betas)
+
+    def compute(m, gen):
+        return analytic_moments(eps_fn, sched, train_images_uint8, num_images=m, batch_size=batch_size, generator=gen)
+
+    return cached_array(CACHE_PREFIX, "gamma", compute, sched, train_images_uint8, model_digest=model_digest,
+                        model_dir=model_dir, cache_dir=cache_dir, num_images=num_images, batch_size=batch_size,
+                        seed=seed, recompute=recompute)
+
+
+def cached_array(prefix: str, field: str, compute: Callable, sched: VPSchedule, train_images_uint8: torch.Tensor, *,
+                 model_digest: str, model_dir=None, cache_dir=None, num_images: int | None = DEFAULT_NUM_IMAGES,
+                 batch_size: int = DEFAULT_BATCH_SIZE, seed: int = 0, recompute: bool = False
+                 ) -> tuple[np.ndarray, dict]:
+    """A per-timestep array estimated once per model on its training images (compute(num_images, generator) -> [T])
+    and cached as `<prefix>_<key>.npz` (the array under `field`): the machinery of cached_moments, shared with
+    nfebench.elbo_steps."""
     m = train_images_uint8.shape[0] if num_images is None else min(int(num_images), train_images_uint8.shape[0])
     key = moments_key(model_digest, sched.betas, train_images_uint8, m, seed)
-    name = f"{CACHE_PREFIX}_{key}.npz"
+    name = f"{prefix}_{key}.npz"
     user = Path(cache_dir) if cache_dir is not None else USER_CACHE
     places = ([Path(model_dir)] if model_dir is not None else []) + [user]
     if not recompute:
@@ -195,19 +211,18 @@ def cached_moments(eps_fn: Callable, betas, train_images_uint8: torch.Tensor, *,
             if p.exists():
                 with np.load(p) as f:
                     info = json.loads(str(f["info"]))
-                    gamma = np.asarray(f["gamma"], dtype=np.float64)
-                return gamma, {**info, "path": str(p), "cached": True}
+                    arr = np.asarray(f[field], dtype=np.float64)
+                return arr, {**info, "path": str(p), "cached": True}
     t0 = time.time()
-    gen = torch.Generator().manual_seed(seed)
-    gamma = analytic_moments(eps_fn, sched, train_images_uint8, num_images=m, batch_size=batch_size, generator=gen)
+    arr = compute(m, torch.Generator().manual_seed(seed))
     info = {"num_images": m, "seed": seed, "per_sample_evals": sched.T,
             "calls": sched.T * math.ceil(m / batch_size), "seconds": round(time.time() - t0, 2),
             "model_digest": model_digest, "key": key}
     target = next((d for d in places if _writable(d)), None)
     if target is None:
-        raise MomentsError(f"cannot write the moments cache in any of {[str(d) for d in places]}")
+        raise MomentsError(f"cannot write the {prefix} cache in any of {[str(d) for d in places]}")
     path = target / name
     tmp = target / f".{name}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, gamma=gamma, betas=sched.betas, info=json.dumps(info))
+    np.savez(tmp, **{field: arr}, betas=sched.betas, info=json.dumps(info))
     os.replace(tmp, path)  # atomic: concurrent runs never read a half-written file
-    return gamma, {**info, "path": str(path), "cached": False}
+    return arr, {**info, "path": str(path), "cached": False}

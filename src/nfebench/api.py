@@ -23,9 +23,10 @@ def check_nfe(nfe, min_nfe: int, sampler: str) -> int:
 
 def dry_run(sampler: str, nfe: int, betas_or_schedule, variance_type: str | None = None, **options) -> int:
     """Run the sampler on a zero model and one 1-pixel sample: validates its options and budget in milliseconds,
-    before a real model is touched. Returns the evaluations the sampler will spend per sample."""
+    before a real model is touched. Returns the evaluations the sampler will spend per sample. The zero model also
+    returns a zero auxiliary output, standing in for covariance heads (SN/NPR); other samplers never see it."""
     channels = 2 if variance_type in ("learned", "learned_range") else 1
-    zeros = lambda x, t: torch.zeros_like(x).repeat(1, channels, 1, 1)  # noqa: E731
+    zeros = lambda x, t: (torch.zeros_like(x).repeat(1, channels, 1, 1), torch.zeros_like(x))  # noqa: E731
     _, used = sample(zeros, betas_or_schedule, torch.zeros(1, 1, 1, 1, dtype=torch.float64), sampler, nfe,
                      generator=torch.Generator().manual_seed(0), variance_type=variance_type, return_nfe=True,
                      **options)
@@ -85,8 +86,9 @@ def nll(model_fn: Callable, betas_or_schedule, images_uint8: torch.Tensor, metho
     Same model_fn(x, tau), schedule, prediction_type and variance_type as `sample`.
     method="vlb": the negative ELBO of the K-step ddpm/ddim chain, K = nfe (None: the full chain, K = T); no offset.
         options: variance = small | large | analytic (Bao et al. 2022; needs moments), clip (clamp x0_hat),
-        spacing (the chain's, as the samplers), moments (path from nfebench.analytic_dpm.cached_moments, or an
-        array of length T), batch_size, num_images (the first n images; None: all).
+        spacing (the chain's, as the samplers; "elbo" with elbo_costs: Watson et al.'s optimal chain), elbo_costs
+        (path from nfebench.elbo_steps.cached_x0_errors, or an array of length T), moments (path from
+        nfebench.analytic_dpm.cached_moments, or an array of length T), batch_size, num_images (the first n images; None: all).
     method="ode": the probability-flow ODE likelihood of uniformly dequantized data (+7 bits/dim offset included).
         nfe=None: the adaptive reference (scipy RK45, atol = rtol = 1e-5) reporting what it spent; an int: a
         fixed-step solver spending exactly nfe forward passes. options: solver = rk45 | heun | euler, atol, rtol,

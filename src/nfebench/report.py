@@ -96,8 +96,8 @@ def _parse_options(text) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-INPUT_OPTIONS = {"moments", "tuned_grid"}  # options that name an input (Analytic-DPM's cached moments, a tuned grid's
-                                           # hash, one per budget), not a variant
+INPUT_OPTIONS = {"moments", "tuned_grid", "elbo_costs"}  # options that name an input (Analytic-DPM's cached moments,
+                                                        # a tuned grid's hash, spacing=elbo's costs), not a variant
 
 
 def variant_labels(df: pd.DataFrame) -> list[str]:

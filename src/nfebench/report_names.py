@@ -13,6 +13,8 @@ Deliberate non-matches (read before "fixing" them):
   - deis: our `order` counts Lagrange points, so order 3 is the paper's tAB2 (tAB-r uses r + 1 points). The survey's
     "DEIS" and dpmsv3's "DEIS (tAB3)" are tAB3, which we do not implement.
   - plms, diffusers: no published row is the same algorithm.
+  - sde euler_maruyama and dpm method=adaptive: no published row in the CSV (see their rules' notes).
+  - gDDIM: mapped to deis (order 3, tab), not a sampler of its own (isotropic VP: the same exponential integrator).
 
 `RANK_REFERENCES` are the published tables used for rank agreement: each one paper (or one table), one dataset and,
 where the paper ran several, one checkpoint, so the published ordering is one consistent protocol.
@@ -38,7 +40,70 @@ def _ddim_t1(kind: str) -> tuple[str, ...]:
 HEUN_EDM = "EDM deterministic Heun 2nd order, 18 steps, rho=7 (sigma(t)=t, s(t)=1)"
 UNIPC_DPMSV3 = ("UniPC (3rd order, best of B1/B2)", "UniPC (3rd order)")
 
+SURVEY_TABLES = ("survey_table3", "survey_table4", "survey_table5", "survey_table6")
+RESTART_VP = "baseline-cifar10-32x32-uncond-vp.pkl (=score_sde DDPM++ cont VP)"
+PF_ODE_RK45 = "probability-flow ODE, RK45 (scipy solve_ivp atol=rtol=1e-5)"
+IMPROVED_SDE = "Improved SDE (EDM stochastic)"
+
+
+def _sde_t1(predictor: str, runs: tuple[str, ...]) -> tuple[str, ...]:
+    """score_sde Table 1's VP and VE rows of one predictor ("ancestral sampling", "reverse diffusion")."""
+    return tuple(f"{sde} SDE, predictor={predictor}, {run}" for sde in ("VP", "VE") for run in runs)
+
+
+def _in_survey(*names: str, tables=SURVEY_TABLES) -> dict:
+    return {t: names for t in tables}
+
+
 NAME_RULES: tuple[NameRule, ...] = (
+    # --- issue 15 (first: a spacing=elbo ddpm must not fall through to the plain ddpm rules) ----------------------
+    NameRule("ddpm", {"spacing": "elbo"}, _in_survey("Efficient Sampling", tables=SURVEY_TABLES[1:]),
+             "Watson et al. 2021's ELBO-optimal steps; the survey credits its 'Efficient Sampling' rows to [105]/[137] "
+             "on other models (learned-variance DDPMs); ours is the DP on this model's own bound"),
+    NameRule("fastdpm", {}, {"survey_table6": ("FastDPM",)},
+             "the survey's FastDPM rows are the best of Kong & Ping's variants at each S; ours runs one variant"),
+    NameRule("sn_ddpm", {}, _in_survey("SN-DDPM")),
+    NameRule("sn_ddim", {}, {"survey_table3": ("SN-DDIM",)}),
+    NameRule("npr_ddpm", {}, _in_survey("NPR-DDPM")),
+    NameRule("npr_ddim", {}, {"survey_table3": ("NPR-DDIM",)}),
+    NameRule("edm_stochastic", {}, {
+        "restart-t1": (IMPROVED_SDE,),
+        "restart-t2": ("Improved SDE (EDM stochastic sampler, EDM-tuned params)",),
+        "restart-t4": (IMPROVED_SDE,),
+        "edm-txt": ("EDM stochastic sampler (Alg.2, tuned S_churn etc.)", "EDM stochastic sampler"),
+    }, "EDM Alg. 2; the CIFAR-10 VP rows use Table 5's preset (S_churn 30, S_tmin 0.01, S_tmax 1, S_noise 1.007)"),
+    NameRule("restart", {}, {
+        "restart-t1": ("Restart (18,3,2,0.14,0.30)",),
+        "restart-t3": tuple(f"Restart (Heun) config (N_main,N_restart,K,tmin,tmax)={c}" for c in (
+            "(20,9,30,0.06,0.20)", "(18,3,20,0.06,0.30)", "(18,3,10,0.06,0.30)", "(18,3,5,0.06,0.30)",
+            "(18,3,2,0.06,0.30)")),
+        "restart-t5": ("Restart multi-level (configs in paper Table 5)",),
+        "survey_table4": ("Restart",),
+    }, "Heun restarts only: the 'Restart w/ DPM-Solver-3' rows use another inner solver"),
+    NameRule("sde", {"predictor": "reverse_diffusion", "corrector": "langevin"}, {
+        "sde-t1": _sde_t1("reverse diffusion", ("PC1000",)),
+        "sde-t3": ("PC sampler (reverse-diffusion predictor, N=1000; Langevin corrector for VE)",),
+        "survey_table5": ("VP SDE", "VE SDE", "sub-VP SDE"),
+    }, "score_sde's PC sampler; sde-t3 and the survey run the corrector for VE only (VP: predictor only)"),
+    NameRule("sde", {"predictor": "reverse_diffusion", "corrector": "none"}, {
+        "sde-t1": _sde_t1("reverse diffusion", ("P1000", "P2000")),
+        "restart-t2": ("Vanilla reverse-diffusion SDE (Song et al.)",),
+        "restart-t4": ("Vanilla SDE",),
+    }),
+    NameRule("sde", {"predictor": "ancestral", "corrector": "langevin"}, {"sde-t1": _sde_t1("ancestral sampling",
+                                                                                           ("PC1000",))}),
+    NameRule("sde", {"predictor": "ancestral", "corrector": "none"}, {"sde-t1": _sde_t1("ancestral sampling",
+                                                                                       ("P1000", "P2000"))}),
+    NameRule("sde", {"predictor": "euler_maruyama"}, {},
+             "score_sde's tables report reverse-diffusion and ancestral predictors, no Euler-Maruyama row"),
+    NameRule("rk45", {}, {"sde-t2": (PF_ODE_RK45,)}, "score_sde's ODE sampler (RK45, rtol = atol = 1e-5)"),
+    NameRule("ggf", {}, {
+        **_in_survey("Gotta Go Fast VP", "Gotta Go Fast VE", tables=("survey_table5", "survey_table6")),
+        "restart-t2": ("Gotta Go Fast adaptive SDE",),
+    }, "the restart-t2 rows are quoted from the GGF paper (score_sde VP), not re-run"),
+    NameRule("dpm", {"method": "adaptive"}, {},
+             "no DPM-Solver-12 / -23 row in the CSV: Lu et al. 2022's adaptive results (Sec. 3.4) are not transcribed"),
+    # --- issues before 15 ---------------------------------------------------------------------------------------
     NameRule("ddpm", {"variance": "large"}, {
         "survey_table5": ("DDPM",),
         "ddpm": ("ancestral DDPM (fixed sigma^2=beta_t), T=1000",),
@@ -93,7 +158,9 @@ NAME_RULES: tuple[NameRule, ...] = (
         "dpmsv3-t1": UNIPC_DPMSV3,
         "unipc-abs": ("UniPC",),
     }, "dpmsv3 reports the best of B1/B2"),
-    NameRule("deis", {"order": 3, "basis": "tab"}, {"deis-img": ("DEIS tAB2",)}, "3 Lagrange points = tAB2"),
+    NameRule("deis", {"order": 3, "basis": "tab"}, {"deis-img": ("DEIS tAB2",), "survey_table6": ("gDDIM",)},
+             "3 Lagrange points = tAB2; gDDIM (Zhang et al. 2022) on an isotropic VP model is this exponential "
+             "integrator (DDIM/DEIS), so the survey's gDDIM row sits here rather than as a duplicate sampler"),
     NameRule("deis", {"order": 2, "basis": "tab"}, {"deis-img": ("DEIS tAB1",)}),
     NameRule("deis", {"order": 3, "basis": "logrho"}, {"deis-img": ("DEIS rhoAB2",)}),
     NameRule("deis", {"order": 2, "basis": "logrho"}, {"deis-img": ("DEIS rhoAB1",)}),
@@ -167,6 +234,9 @@ RANK_REFERENCES: tuple[RankReference, ...] = (
                   "(EDM fid.py, 50k).", ("diffsolvers",), "CIFAR-10 uncond", EDM_VP_UNCOND),
     RankReference("deis", "DEIS (Zhang & Chen 2022) results table, CIFAR-10.", ("deis-img",), "CIFAR-10 uncond"),
     RankReference("ddim-t1", "DDIM (Song et al. 2021) Table 1, CIFAR-10 (quadratic tau).", ("ddim-t1",), "CIFAR-10"),
+    RankReference("restart-vp", "Restart (Xu et al. 2023) Tables 2-3: ODE Heun, vanilla and improved SDE, Restart, "
+                  "re-run on one VP checkpoint, CIFAR-10 uncond.", ("restart-t2", "restart-t3"), "CIFAR-10 uncond",
+                  RESTART_VP, "NFE 35-1024; the GGF rows of Table 2 are quoted on another model (excluded here)"),
     RankReference("survey-t6", "Survey (Cao et al.) Table 6, CIFAR-10 NFE < 1000.", ("survey_table6",), "CIFAR-10",
                   None, "the survey copies each number from a different paper, model and FID code"),
 )

@@ -41,6 +41,8 @@ from .models import load_model
 from .paths import portable
 from .api import check_nfe, dry_run, to_vp_frame
 from .samplers import CountedEps, PerSampleNoise, SamplerError, get_sampler
+from .samplers.analytic import HEAD_KINDS
+from .cov_heads import attach_heads
 from .runtime import begin
 
 
@@ -57,7 +59,9 @@ NON_KEY_FIELDS = ("results_dir", "device", "batch_size", "force")
 # Config keys added after rows were recorded: at these defaults they are left out of the key, so earlier run ids
 # (and the rows already in a leaderboard, which make reproduce skips) stay valid.
 LATER_DEFAULTS = {"model": {"prediction_type": None, "variance_type": None, "schedule": None},
-                  "metrics": {"reference_stats": None, "fid_infinity": False, "prc": False}}
+                  "metrics": {"reference_stats": None, "fid_infinity": False, "prc": False},
+                  "sampler": {"elbo_costs": None,  # the chain samplers' spacing=elbo input
+                              "atol": 0.0078, "rtol": 0.05}}  # dpm's method=adaptive tolerances
 
 
 @dataclass
@@ -303,6 +307,20 @@ def analytic_moments_for(model, p: Point, progress=True) -> str:
     return info["path"]
 
 
+def elbo_costs_for(model, p: Point, progress=True) -> str:
+    """spacing=elbo's per-timestep x0 errors for this model (Watson et al. 2021; nfebench.elbo_steps): estimated once
+    on the dataset's train split and cached beside the checkpoint. Its one-off cost is printed apart from the NFE."""
+    from .elbo_steps import cached_x0_errors
+
+    train = load_split(p.dataset["name"], "train", **p.dataset.get("options", {}))
+    _, info = cached_x0_errors(model, model.betas, train, model_digest=model_digest(model), model_dir=model.source)
+    if progress:
+        how = "cached" if info["cached"] else f"estimated in {info['seconds']:.0f} s"
+        print(f"[nfebench] ELBO step costs: {how} ({info['per_sample_evals']} evaluations x {info['num_images']} "
+              f"train images, one-off, not counted in NFE): {info['path']}")
+    return info["path"]
+
+
 CHAIN_SAMPLERS = ("ddpm", "ddim", "analytic_ddpm", "analytic_ddim")
 
 
@@ -324,6 +342,8 @@ def measure_nll(model, p: Point, progress=True) -> dict:
             opts["spacing"] = p.sampler_options["spacing"]
         if opts["variance"] == "analytic" and opts.get("moments") is None:
             opts["moments"] = analytic_moments_for(model, p, progress)
+        if opts.get("spacing") == "elbo" and opts.get("elbo_costs") is None:
+            opts["elbo_costs"] = p.sampler_options.get("elbo_costs") or elbo_costs_for(model, p, progress)
     test = load_split(p.dataset["name"], "test", **p.dataset.get("options", {}))
     res = nll(model, model.schedule, test, method=method, nfe=nfe, generator=torch.Generator().manual_seed(p.seed),
               **opts)
@@ -372,16 +392,22 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     model = load_model(p.model["kind"], device=p.device, **model_opts)
     if p.sampler.startswith("analytic_") and p.sampler_options.get("moments") is None:
         p.sampler_options = {**p.sampler_options, "moments": analytic_moments_for(model, p, progress)}
+    if p.sampler_options.get("spacing") == "elbo" and "elbo_costs" in p.sampler_options \
+            and p.sampler_options["elbo_costs"] is None:  # the chain samplers' Watson et al. spacing
+        p.sampler_options = {**p.sampler_options, "elbo_costs": elbo_costs_for(model, p, progress)}
     if p.tuned is not None:  # a grid tuned for other weights (a retrained checkpoint) is an error
         from .tuning import check_record
 
         check_record(p.tuned, model_digest=model_digest(model))
+    sampling = model  # SN/NPR sample with the covariance head on the network's forward pass (nfebench.cov_heads)
+    if p.sampler in HEAD_KINDS:
+        sampling = attach_heads(model, HEAD_KINDS[p.sampler])
     dry_run(p.sampler, p.nfe, model.schedule, model.variance_type, **sampler_call_options(p))  # bad options fail here
     model.load_seconds = time.perf_counter() - t_load
 
     run_dir = p.results_dir / "runs" / run_id
     if not session.dist.is_main:  # a torchrun rank other than 0 only samples its share; rank 0 writes everything
-        return session.generate(model, p, sample_seeds(p.seed, p.num_samples), _generator(None), progress)[0]
+        return session.generate(sampling, p, sample_seeds(p.seed, p.num_samples), _generator(None), progress)[0]
     run_dir.mkdir(parents=True, exist_ok=True)
     try:
         lock = FileLock(str(run_dir / ".lock")).acquire(timeout=0)
@@ -389,7 +415,7 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
         session.dist.finish()
         raise ConfigError(f"run {run_id} is already running in another process (lock {run_dir / '.lock'})") from None
     with lock:
-        return _run_locked(p, model, session, run_id, run_dir, board, progress)
+        return _run_locked(p, model, sampling, session, run_id, run_dir, board, progress)
 
 
 def _generator(shard_dir: Path | None):
@@ -397,7 +423,8 @@ def _generator(shard_dir: Path | None):
     return lambda model, p, seeds, progress: generate(model, p, seeds, shard_dir, progress)
 
 
-def _run_locked(p: Point, model, session, run_id: str, run_dir: Path, board: Path, progress: bool) -> dict:
+def _run_locked(p: Point, model, sampling, session, run_id: str, run_dir: Path, board: Path, progress: bool) -> dict:
+    """`sampling` is the model the sampler calls (model, or model with covariance heads); NLL uses `model`."""
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(p.cfg)))
     (run_dir / "status.json").unlink(missing_ok=True)
     seeds = sample_seeds(p.seed, p.num_samples)
@@ -413,7 +440,7 @@ def _run_locked(p: Point, model, session, run_id: str, run_dir: Path, board: Pat
     else:
         try:
             samples, nfe_used, secs, gpu_row = session.generate(
-                model, p, seeds, _generator(run_dir / "shards" if single else None), progress)
+                sampling, p, seeds, _generator(run_dir / "shards" if single else None), progress)
         except (RunFailed, SamplerError) as e:  # SamplerError: an adaptive sampler reached its nfe cap
             atomic_write_text(run_dir / "status.json", json.dumps({"status": "failed", "error": str(e)}, indent=2))
             raise RunFailed(f"{e}; run marked failed, samples kept in {run_dir}") from None

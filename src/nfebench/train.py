@@ -2,12 +2,16 @@
 
     python -m nfebench.train ddpm        --steps 8000 --out checkpoints/digits-ddpm
     python -m nfebench.train classifier  --steps 3000  --out checkpoints/digits-cnn
+    python -m nfebench.train cov_heads   --steps 3000 --threads 1 --model checkpoints/digits-ddpm \
+                                         --out checkpoints/digits-ddpm/cov_heads
 
 `ddpm`: an eps-prediction DDPM (Ho et al. 2020, L_simple) with linear betas 1e-4..0.02, T=1000, as a diffusers
 UNet2DModel, on the digits train split; EMA weights are saved with save_pretrained (+ scheduler_config.json).
 `classifier`: the digits CNN whose penultimate features are nfebench's digits FID/KID features and whose logits are its
 IS logits (see nfebench.metrics.digits_cnn); reports held-out accuracy on the test split.
-Both write a model card (README.md) beside the weights: command, steps, final loss, wall time, evaluation.
+`cov_heads`: SN-DPM's and NPR-DPM's covariance heads (nfebench.cov_heads) on the frozen network of --model, on the
+digits train split; reports each head's held-out loss on the test split.
+All write a model card (README.md) beside the weights: command, steps, final loss, wall time, evaluation.
 """
 
 from __future__ import annotations
@@ -159,9 +163,75 @@ def train_classifier(steps: int, batch_size: int, lr: float, seed: int, out: Pat
     return stats
 
 
+def cov_heads_loss(unet, tap, heads, x0: torch.Tensor, alphas_cumprod: torch.Tensor, generator=None) -> dict:
+    """Per-head regression losses (Bao et al. 2022, Eq. 9 and 11) at n ~ U{0..T-1}; the network is frozen."""
+    from .cov_heads import head_targets
+
+    n = torch.randint(0, alphas_cumprod.numel(), (x0.shape[0],), generator=generator)
+    eps = torch.randn(x0.shape, generator=generator)
+    ab = alphas_cumprod[n].view(-1, 1, 1, 1)
+    with torch.no_grad():
+        eps_hat = unet(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, n).sample
+        features = tap.take()
+    targets = head_targets(eps, eps_hat)
+    return {k: F.mse_loss(heads[k](features), targets[k]) for k in heads}
+
+
+def train_cov_heads(model_dir: Path, steps: int, batch_size: int, lr: float, seed: int, out: Path,
+                    log_every: int = 500):
+    from diffusers import UNet2DModel
+    from tqdm import tqdm
+
+    from .analytic_dpm import weights_digest
+    from .cov_heads import FeatureTap, new_heads, save_heads
+    from .models.diffusers_unet import betas_from_scheduler_config
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    unet = UNet2DModel.from_pretrained(model_dir).eval().requires_grad_(False)
+    betas = betas_from_scheduler_config(json.loads((model_dir / "scheduler_config.json").read_text()))
+    alphas_cumprod = torch.tensor(np.cumprod(1 - betas), dtype=torch.float32)
+    tap = FeatureTap(unet)
+    hidden = 64
+    heads = new_heads(tap.in_channels, unet.config.out_channels, hidden)
+    opt = torch.optim.Adam(heads.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200)
+                                              * 0.5 * (1 + np.cos(np.pi * s / steps)))
+    data = to_model_range(load_split("digits", "train"))
+    losses, t0 = {k: [] for k in heads}, time.time()
+    bar = tqdm(range(steps), desc="train cov_heads", mininterval=2)
+    for step in bar:
+        idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
+        parts = cov_heads_loss(unet, tap, heads, data[idx], alphas_cumprod, gen)
+        opt.zero_grad(set_to_none=True)
+        sum(parts.values()).backward()
+        opt.step()
+        sched.step()
+        for k, v in parts.items():
+            losses[k].append(v.item())
+        if (step + 1) % log_every == 0:
+            bar.set_postfix({k: f"{np.mean(v[-log_every:]):.4f}" for k, v in losses.items()})
+    wall = time.time() - t0
+    heads.eval()
+    test = to_model_range(load_split("digits", "test"))
+    with torch.no_grad():  # held-out losses on the test split, fixed noise and timesteps
+        g = torch.Generator().manual_seed(1234)
+        held = [cov_heads_loss(unet, tap, heads, test, alphas_cumprod, g) for _ in range(20)]
+    config = dict(in_channels=tap.in_channels, out_channels=unet.config.out_channels, hidden=hidden,
+                  kinds=list(heads), base_digest=weights_digest(model_dir), feature_layer="conv_out input")
+    save_heads(heads, out, config)
+    stats = dict(steps=steps, batch_size=batch_size, lr=lr, lr_schedule="200 warm-up, cosine", seed=seed,
+                 final_train_loss={k: float(np.mean(v[-500:])) for k, v in losses.items()},
+                 test_loss={k: float(np.mean([h[k].item() for h in held])) for k in heads},
+                 wall_seconds=round(wall, 1), parameters=sum(p.numel() for p in heads.parameters()),
+                 torch=torch.__version__, base_model=str(model_dir))
+    (out / "training_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    return stats
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m nfebench.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["ddpm", "classifier"])
+    p.add_argument("what", choices=["ddpm", "classifier", "cov_heads"])
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=None)
@@ -173,6 +243,8 @@ def main(argv=None):
                    help="ddpm: after 500 warm-up steps, keep lr or decay it to 0 by a half cosine")
     p.add_argument("--dropout", type=float, default=0.0, help="ddpm: dropout in the UNet's ResNet blocks")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--model", type=Path, default=Path("checkpoints/digits-ddpm"),
+                   help="cov_heads: the (frozen) diffusers model directory the heads are trained on")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     if a.threads:
@@ -180,6 +252,8 @@ def main(argv=None):
     if a.what == "ddpm":
         stats = train_ddpm(a.steps or 8000, a.batch_size, a.lr or 1e-3, a.ema_decay, a.seed, a.out,
                            weight_cap=a.weight_cap, lr_schedule=a.lr_schedule, dropout=a.dropout)
+    elif a.what == "cov_heads":
+        stats = train_cov_heads(a.model, a.steps or 3000, a.batch_size, a.lr or 1e-3, a.seed, a.out)
     else:
         stats = train_classifier(a.steps or 3000, a.batch_size, a.lr or 2e-3, a.seed, a.out)
     stats["command"] = "python -m nfebench.train " + " ".join(sys.argv[1:] if argv is None else argv)

@@ -131,8 +131,10 @@ def decoder_variance(sched: Schedule, tau_1: float) -> float:
 
 def vlb_terms(eps_fn: Callable, sched: Schedule, images_uint8: torch.Tensor, num_steps: int, *,
               spacing: str = "uniform", variances=("small",), clips=(False,), gamma=None, batch_size: int = 256,
-              generator: torch.Generator | None = None) -> dict:
+              generator: torch.Generator | None = None, grid=None) -> dict:
     """Per-image terms (nats) of the K-step bound for several (variance, clip) choices from one set of evaluations.
+
+    grid: the chain's timesteps (K integers ending at 0, then CLEAN), e.g. spacing=elbo's; default chain_grid's.
 
     Returns {"grid": taus, "nfe": K, "calls": batched calls, "terms": {(variance, clip): {"prior", "kl", "decoder",
     "kl_steps"}}} with prior/kl/decoder float64 [N] and kl_steps [K-1] (mean over images, largest tau first).
@@ -142,7 +144,7 @@ def vlb_terms(eps_fn: Callable, sched: Schedule, images_uint8: torch.Tensor, num
     x0 = x_u8.double() / 127.5 - 1.0
     dims = x0[0].numel()
     dtype, device = _dtype_device(eps_fn)
-    ts = chain_grid(sched, num_steps, check_spacing(spacing))
+    ts = chain_grid(sched, num_steps, check_spacing(spacing)) if grid is None else np.asarray(grid, dtype=np.float64)
     keys = [(v, c) for v in variances for c in clips]
     if any(v == "analytic" for v in variances) and gamma is None:
         raise NLLError("variance='analytic' needs the moments: pass moments=PATH or an array (analytic_dpm)")
@@ -361,7 +363,7 @@ def ode_nll(eps_fn, sched: Schedule, images_uint8: torch.Tensor, *, nfe=None, so
 
 # --- the public entry ---------------------------------------------------------------------------------------------
 VLB_OPTIONS = {"variance": "small", "clip": False, "spacing": "uniform", "moments": None, "batch_size": 256,
-               "num_images": None}
+               "num_images": None, "elbo_costs": None}
 ODE_OPTIONS = {"solver": None, "atol": 1e-5, "rtol": 1e-5, "divergence": "auto", "probes": 1, "spacing": "logsnr",
                "batch_size": 512, "num_images": None}
 METHODS = {"vlb": VLB_OPTIONS, "ode": ODE_OPTIONS}
@@ -397,7 +399,16 @@ def nll(eps_fn: Callable, betas, images_uint8: torch.Tensor, method: str = "ode"
             raise NLLError(f"variance='analytic' needs a discrete schedule; this one is {sched.describe()}")
         gamma = load_moments(opts["moments"], sched.T) if variance == "analytic" else None
         k = sched.T if nfe is None else nfe
+        grid = None
+        if spacing == "elbo":  # the chain of the smallest bound for this variance (Watson et al. 2021)
+            from ..elbo_steps import ElboError, elbo_timesteps
+
+            try:
+                grid = np.append(elbo_timesteps(sched, k, opts["elbo_costs"], images[0].numel(), variance, gamma),
+                                 CLEAN)
+            except ElboError as e:
+                raise NLLError(str(e)) from None
         terms = vlb_terms(eps_fn, sched, images, k, spacing=spacing, variances=(variance,), clips=(clip,),
-                          gamma=gamma, batch_size=bs, generator=generator)
+                          gamma=gamma, batch_size=bs, generator=generator, grid=grid)
         return vlb_result(terms, variance, clip, images.shape[0], spacing)
     return ode_nll(eps_fn, sched, images, nfe=nfe, batch_size=bs, generator=generator, **opts)

@@ -73,6 +73,27 @@ class GaussianMixtureVP:
         _, s = self._a_s(t)
         return (-s.view(-1, *[1] * (x.dim() - 1)) * self.score(x, t)).to(dtype=x.dtype, device=x.device)
 
+    def eps_moments(self, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact E[eps | x_t] and the diagonal of E[eps eps^T | x_t] (float64, shaped as x).
+
+        Given component k, x_0 | x_t is Gaussian with mean m_k = mu_k + U diag(a d / (a^2 d + s^2)) U^T (x - a mu_k)
+        and covariance P_k = U diag(d s^2 / (a^2 d + s^2)) U^T; over k the responsibilities weigh them. With
+        eps = (x - a x_0) / s: E[eps | x] = (x - a E[x_0 | x]) / s, E[eps^2 | x] = E[eps | x]^2 + a^2 Var[x_0 | x] / s^2.
+        """
+        a, s = self._a_s(t)
+        logp, z = self._component_terms(x, t)
+        gamma = torch.softmax(logp, dim=1)  # [B, K]
+        a3 = a[:, None, None]
+        m = self.mu[None] + torch.einsum("kde,bke->bkd", self.u, a3 * self.d[None] * z)  # [B, K, D]
+        p_diag = torch.einsum("kde,bke->bkd", self.u**2, self.d[None] * s[:, None, None] ** 2 / (
+            a3**2 * self.d[None] + s[:, None, None] ** 2))  # diag(P_k) [B, K, D]
+        mean_x0 = (gamma[:, :, None] * m).sum(1)
+        var_x0 = (gamma[:, :, None] * (p_diag + m**2)).sum(1) - mean_x0**2
+        xf = x.reshape(x.shape[0], -1).double().cpu()
+        e1 = (xf - a[:, None] * mean_x0) / s[:, None]
+        e2 = e1**2 + (a[:, None] / s[:, None]) ** 2 * var_x0.clamp_min(0.0)
+        return e1.reshape(x.shape), e2.reshape(x.shape)
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n exact samples of p_0, float64 [n, *shape]."""
         k = torch.multinomial(self.w, n, replacement=True, generator=generator)

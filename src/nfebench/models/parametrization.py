@@ -82,7 +82,9 @@ def _coefficients(schedule, prediction_type: str, tau: torch.Tensor, ndim: int):
 class EpsAdapter:
     """eps(x_vp, tau) in the VP frame from network(x_model, tau) -> prediction (module docstring).
 
-    Callable as fn(x [B, C, ...], tau [B]); the network gets tau unchanged (the model's own time variable).
+    Callable as fn(x [B, C, ...], tau [B]); the network gets tau unchanged (the model's own time variable). A network
+    returning (prediction, aux) -- aux an auxiliary output of the same forward pass, such as the SN/NPR covariance
+    heads (nfebench.cov_heads) -- gives (eps, aux), aux unchanged (CountedEps keeps it in .aux).
     """
 
     def __init__(self, network: Callable, schedule, prediction_type: str = "epsilon", variance_type=None):
@@ -98,6 +100,7 @@ class EpsAdapter:
         # class conditioning / guidance (issue 14) plugs in here: the network call below becomes the guided
         # combination of conditional and unconditional outputs, before the conversion to eps.
         out = self.network(x_model, tau)
+        out, aux = out if isinstance(out, tuple) else (out, None)  # an auxiliary output of the same forward pass
         variance = None
         if self.variance_type in LEARNED:
             if out.shape[1] != 2 * x.shape[1]:
@@ -107,7 +110,7 @@ class EpsAdapter:
         eps = ((out.double() - B * x.double()) / A).to(x.dtype)
         if variance is not None:
             eps.variance_values, eps.variance_type = variance, self.variance_type
-        return eps
+        return eps if aux is None else (eps, aux)
 
 
 def present(eps_fn: Callable, schedule, prediction_type: str) -> Callable:

@@ -23,11 +23,14 @@ class CountedEps:
     One call evaluates the whole batch at one timestep, so `calls` is the NFE spent per sample. The first NaN/Inf
     seen (in the sampler's state going in, or in the model's output) is recorded in `nonfinite` with the evaluation
     number and timestep; sampling goes on so the caller can keep the broken samples for inspection.
+    A model with an auxiliary output of the same forward pass (covariance heads, nfebench.cov_heads) returns the pair
+    (eps, aux): the call returns eps and keeps aux in `aux` (None for a model without one).
     """
 
     def __init__(self, eps_fn: Callable, budget: int | None = None, check_finite: bool = True):
         self.eps_fn, self.budget, self.calls = eps_fn, budget, 0
         self.check_finite, self.nonfinite = check_finite, None
+        self.aux = None
 
     def __call__(self, x: torch.Tensor, tau: float) -> torch.Tensor:
         if self.budget is not None and self.calls >= self.budget:
@@ -37,6 +40,7 @@ class CountedEps:
             self.nonfinite = f"the sampler state was NaN/Inf before evaluation {self.calls} (timestep {tau:.4g})"
         t = torch.full((x.shape[0],), float(tau), dtype=x.dtype, device=x.device)
         out = self.eps_fn(x, t)
+        out, self.aux = out if isinstance(out, tuple) else (out, None)
         if self.check_finite and self.nonfinite is None and not torch.isfinite(out).all():
             self.nonfinite = f"the model returned NaN/Inf at evaluation {self.calls} (timestep {tau:.4g})"
         return out
@@ -121,6 +125,22 @@ def chain_grid(sched: Schedule, num_evals: int, spacing: str) -> np.ndarray:
     return np.append(taus, CLEAN)
 
 
+def chain_or_elbo_grid(sched: Schedule, num_evals: int, spacing: str, timesteps, elbo_costs, dims: int,
+                       variance: str = "small", gamma=None, allow_clean: bool = True) -> np.ndarray:
+    """The grid of the DDPM/DDIM-family chains: explicit `timesteps`, else chain_grid, or with spacing="elbo" the
+    chain with the smallest K-step bound for `variance` (Watson et al. 2021; nfebench.elbo_steps), then CLEAN."""
+    if timesteps is not None:
+        return explicit_grid(sched, timesteps, allow_clean=allow_clean)
+    if spacing != "elbo":
+        return chain_grid(sched, num_evals, spacing)
+    from ..elbo_steps import ElboError, elbo_timesteps
+
+    try:
+        return np.append(elbo_timesteps(sched, num_evals, elbo_costs, dims, variance, gamma), CLEAN)
+    except ElboError as e:
+        raise SamplerError(str(e)) from None
+
+
 def alpha_sigma(sched: Schedule, tau: float) -> tuple[float, float]:
     """(alpha, sigma) at tau as Python floats; tau = CLEAN gives (1, 0)."""
     if tau == CLEAN:
@@ -154,3 +174,12 @@ def worst_sample_rms(v: torch.Tensor) -> float:
     """max over the batch of each sample's root-mean-square: the error norm of a batch-level step-size controller
     that must satisfy every sample (DPM-Solver's adaptive solver, Lu et al. 2022 Sec. 3.4; used for GGF too)."""
     return float(v.reshape(v.shape[0], -1).double().pow(2).mean(1).sqrt().max())
+
+
+def discrete_betas(sched, who: str) -> np.ndarray:
+    """The training betas of a discrete VP schedule, for samplers defined on its integer timesteps; a one-line error
+    for any other schedule."""
+    betas = getattr(sched, "betas", None)
+    if betas is None:
+        raise SamplerError(f"{who} needs a discrete VP schedule (training betas); got {type(sched).__name__}")
+    return np.asarray(betas, dtype=np.float64)

@@ -11,12 +11,8 @@ import math
 import torch
 
 from ..models.parametrization import learned_log_variance
-from .common import CLEAN, alpha_sigma, chain_grid, explicit_grid
+from .common import CLEAN, alpha_sigma, chain_or_elbo_grid
 from .registry import SamplerError, register
-
-
-def _grid(eps, sched, nfe, spacing, timesteps):
-    return chain_grid(sched, nfe, spacing) if timesteps is None else explicit_grid(sched, timesteps, allow_clean=True)
 
 
 def _x0(x, e, a, s, clip):
@@ -25,17 +21,22 @@ def _x0(x, e, a, s, clip):
 
 
 @register("ddpm", stochastic=True)
-def ddpm(eps, sched, x, nfe, noise, *, variance="small", spacing="uniform", clip=False, timesteps=None):
+def ddpm(eps, sched, x, nfe, noise, *, variance="small", spacing="uniform", clip=False, timesteps=None,
+         elbo_costs=None):
     """Ancestral sampling (Ho et al. 2020, Alg. 2) on a respaced chain (Nichol & Dhariwal 2021, Sec. 4).
 
     variance: "small" = posterior beta-tilde, "large" = beta (both from Ho et al. 2020, Sec. 3.2), of the
     respaced step beta = 1 - alpha_bar_t / alpha_bar_s; "learned" = the network's own (variance_type learned or
     learned_range): Improved DDPM's exp(v log beta + (1 - v) log beta-tilde) (Nichol & Dhariwal 2021, Eq. 15) of
     the respaced step, as their respaced sampler uses it. clip: clamp x_0-hat to [-1, 1] (the DDPM code does).
+    spacing "elbo": the chain with the smallest bound for this variance (Watson et al. 2021), from elbo_costs (the
+    model's per-timestep x0 errors, nfebench.elbo_steps; the runner estimates and caches them).
     """
     if variance not in ("small", "large", "learned"):
         raise SamplerError(f"unknown variance {variance!r} for ddpm; allowed: small, large, learned")
-    ts = _grid(eps, sched, nfe, spacing, timesteps)
+    if variance == "learned" and spacing == "elbo" and timesteps is None:
+        raise SamplerError("spacing='elbo' needs a fixed variance (small or large), not variance='learned'")
+    ts = chain_or_elbo_grid(sched, nfe, spacing, timesteps, elbo_costs, x[0].numel(), variance)
     for s, t in zip(ts[:-1], ts[1:]):
         a_s, s_s = alpha_sigma(sched, s)
         a_t, s_t = alpha_sigma(sched, t)
@@ -61,14 +62,15 @@ def ddpm(eps, sched, x, nfe, noise, *, variance="small", spacing="uniform", clip
 
 
 @register("ddim", stochastic=True)
-def ddim(eps, sched, x, nfe, noise, *, eta=0.0, spacing="uniform", clip=False, timesteps=None):
+def ddim(eps, sched, x, nfe, noise, *, eta=0.0, spacing="uniform", clip=False, timesteps=None, elbo_costs=None):
     """DDIM (Song, Meng, Ermon 2021, Eq. 12): eta=0 is deterministic, eta=1 is the DDPM posterior variance.
 
-    spacing: the paper uses "uniform" (linear tau; CelebA) and "quadratic" (CIFAR-10), App. D.2.
+    spacing: the paper uses "uniform" (linear tau; CelebA) and "quadratic" (CIFAR-10), App. D.2; "elbo": the chain
+    of the smallest small-variance DDPM bound (Watson et al. 2021; DDIM shares the chain's marginals), from elbo_costs.
     """
     if not eta >= 0:
         raise SamplerError(f"eta must be >= 0, got {eta}")
-    ts = _grid(eps, sched, nfe, spacing, timesteps)
+    ts = chain_or_elbo_grid(sched, nfe, spacing, timesteps, elbo_costs, x[0].numel(), "small")
     for s, t in zip(ts[:-1], ts[1:]):
         a_s, s_s = alpha_sigma(sched, s)
         a_t, s_t = alpha_sigma(sched, t)

@@ -1,8 +1,8 @@
 """Convergence order of the deterministic samplers on the exact-score Gaussian-mixture oracle.
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 python bench/convergence.py            # prints the table of docs/convergence.md
-    PYTHONPATH=src OMP_NUM_THREADS=1 python bench/convergence.py ve         # the same oracle on the VE schedule
-    PYTHONPATH=src OMP_NUM_THREADS=1 python bench/convergence.py vp_linear  # ... on score_sde's continuous VP
+    PYTHONPATH=src OMP_NUM_THREADS=1 python studies/convergence.py            # prints the table of docs/convergence.md
+    PYTHONPATH=src OMP_NUM_THREADS=1 python studies/convergence.py ve         # the same oracle on the VE schedule
+    PYTHONPATH=src OMP_NUM_THREADS=1 python studies/convergence.py vp_linear  # ... on score_sde's continuous VP
 
 Each sampler integrates the probability-flow ODE from the same x_T (tau = t_max) to tau = t_min; the error is the rms
 difference from a reference solution of the same ODE by scipy's DOP853 (rtol = atol = 1e-12) in u = log(rho),

@@ -7,13 +7,13 @@ Starts from checkpoints/digits-ddpm (its EMA weights; with --from-scratch from r
   --weight-cap W         each sample's eps-MSE is weighted by clip(sigma^2 / alpha^2, 1, W) (x0-MSE, truncated)
 
 Then it prints, for the fine-tuned EMA weights (and with --baseline for the shipped ones): the eps-MSE at t = 999,
-the local error of DPM-Solver-fast's outer steps 0 and 2 at NFE 10 (bench/dpm_fast_steps.py), and FID (digits-cnn)
+the local error of DPM-Solver-fast's outer steps 0 and 2 at NFE 10 (studies/dpm_fast_steps.py), and FID (digits-cnn)
 of dpm, ddim and ddpm at 10 NFE from the same 1000 x_T (seed 0; ddpm's step noise from seed 1). Nothing is
 written to checkpoints/; the weights go to --out.
 
-    OMP_NUM_THREADS=2 python bench/finetune_digits.py --baseline --steps 0
-    OMP_NUM_THREADS=2 python bench/finetune_digits.py --steps 2000 --weight-cap 1000 --ema 0.99 --out /tmp/ft
-    OMP_NUM_THREADS=2 python bench/finetune_digits.py --steps 0 --score DIR    # score a model trained elsewhere
+    OMP_NUM_THREADS=2 python studies/finetune_digits.py --baseline --steps 0
+    OMP_NUM_THREADS=2 python studies/finetune_digits.py --steps 2000 --weight-cap 1000 --ema 0.99 --out /tmp/ft
+    OMP_NUM_THREADS=2 python studies/finetune_digits.py --steps 0 --score DIR    # score a model trained elsewhere
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ With --model it adds the shipped digits model (checkpoints/digits-ddpm), to plac
 --diffusers it adds diffusers' DPMSolverSinglestepScheduler (dpmsolver, order 3) on the same 10 evaluation points
 as nfebench's DPM-Solver-fast, to show that the effect is DPM-Solver-3's, not this implementation's.
 
-    OMP_NUM_THREADS=2 python bench/spread_bias.py --model --diffusers            # about 2 minutes on 2 CPU cores
-    OMP_NUM_THREADS=2 python bench/spread_bias.py --seeds 0 1 2 --bandwidths 0 0.02 0.05 0.1
+    OMP_NUM_THREADS=2 python studies/spread_bias.py --model --diffusers            # about 2 minutes on 2 CPU cores
+    OMP_NUM_THREADS=2 python studies/spread_bias.py --seeds 0 1 2 --bandwidths 0 0.02 0.05 0.1
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 import nfebench
-from _common import machine, write_json
+from nfebench.machine import machine, write_json
 from dpm_fast_steps import empirical_eps
 from nfebench.data import load_split
 from nfebench.images import to_model_range, to_uint8

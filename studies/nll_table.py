@@ -1,7 +1,7 @@
 """NLL tables for docs/nll.md: the K-step bound for small / large / analytic variance and the ODE likelihood.
 
-    OMP_NUM_THREADS=2 PYTHONPATH=src python bench/nll_table.py --model checkpoints/digits-ddpm --out results/nll
-    OMP_NUM_THREADS=2 PYTHONPATH=src python bench/nll_table.py --model gmm --out results/nll
+    OMP_NUM_THREADS=2 PYTHONPATH=src python studies/nll_table.py --model checkpoints/digits-ddpm --out results/nll
+    OMP_NUM_THREADS=2 PYTHONPATH=src python studies/nll_table.py --model gmm --out results/nll
 
 Everything on the digits test split (297 images) unless --ode-images limits the (expensive, exact-trace) ODE run.
 All bounds of one K come from one set of network evaluations (vlb_terms evaluates every (variance, clip) choice on

@@ -1,6 +1,6 @@
 """Fixed-step (Heun) ODE NLL vs NFE on the digits test split, Hutchinson trace with one probe (docs/nll.md).
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/nll_ode_fixed_step.py checkpoints/digits-ddpm results/nll/ode_fixed.json
+    OMP_NUM_THREADS=1 PYTHONPATH=src python studies/nll_ode_fixed_step.py checkpoints/digits-ddpm results/nll/ode_fixed.json
 """
 
 import json

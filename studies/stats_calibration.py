@@ -1,7 +1,7 @@
 """Calibration of nfebench.stats.paired_fid on the Gaussian set-up of tests/test_stats.py, with the numbers the
 tests only bound: coverage, CI width against the estimator's spread, null rejection rate, power at one CI width.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python bench/stats_calibration.py [--reps 100]
+    OMP_NUM_THREADS=1 PYTHONPATH=src python studies/stats_calibration.py [--reps 100]
 """
 
 import argparse

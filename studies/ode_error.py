@@ -4,8 +4,8 @@ FID mixes discretization error with model error; this isolates the first. The re
 from the same x_T (per-sample seeds). Used in README ("Results on the embedded model") to explain why DPM-Solver-fast
 trails DDIM at 10 NFE on the digits model and leads from 15.
 
-    OMP_NUM_THREADS=1 python bench/ode_error.py                      # digits model, 500 samples
-    OMP_NUM_THREADS=1 python bench/ode_error.py --model gmm          # the exact-score oracle
+    OMP_NUM_THREADS=1 python studies/ode_error.py                      # digits model, 500 samples
+    OMP_NUM_THREADS=1 python studies/ode_error.py --model gmm          # the exact-score oracle
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ error at high noise: the held-out eps-MSE beside an upper bound on the optimum (
 variance), and the RMS distance of its x0-prediction to the data mean (where the exact x0-prediction sits at such
 low signal-to-noise ratios).
 
-    OMP_NUM_THREADS=2 python bench/dpm_fast_steps.py          # about 2 minutes on 2 CPU cores
+    OMP_NUM_THREADS=2 python studies/dpm_fast_steps.py          # about 2 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import machine
+from nfebench.machine import machine
 from nfebench.data import load_split
 from nfebench.images import to_model_range
 from nfebench.models import load_model
