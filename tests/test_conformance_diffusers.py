@@ -349,3 +349,75 @@ def test_diffusers_sampler_errors(oracle):
         api.sample(m, BETAS, x, "diffusers", 10, scheduler="NoSuchScheduler")
     with pytest.raises(api.SamplerError, match="below the minimum"):
         api.sample(m, BETAS, x, "diffusers", 12, scheduler="PNDMScheduler")  # 4 steps = 13 evaluations
+
+
+# --- other parametrizations and the VE schedule (nfebench.models.parametrization) ---------------------------------
+
+@pytest.mark.parametrize("prediction_type", ["v_prediction", "sample"])
+@pytest.mark.parametrize("case", ["ddim", "dpmpp", "unipc"])
+def test_parametrizations_match_diffusers(unet, case, prediction_type):
+    """The random-weight UNet read as a v- or x_0-prediction network: diffusers' DDIM, DPM-Solver++(2M) and UniPC
+    with that prediction_type and our samplers through the adapter give the same x_0 (1e-4 relative)."""
+    net, x = unet
+    if case == "ddim":
+        sch = make("DDIMScheduler", clip_sample=False, set_alpha_to_one=True, prediction_type=prediction_type)
+        sch.set_timesteps(10)
+        theirs, n = run_diffusers(sch, net, x)
+        opts = {"timesteps": grid_of(sch, end=-1)}
+    elif case == "dpmpp":
+        sch = make("DPMSolverMultistepScheduler", algorithm_type="dpmsolver++", solver_order=2,
+                   timestep_spacing="linspace", final_sigmas_type="sigma_min", prediction_type=prediction_type)
+        sch.set_timesteps(10)
+        theirs, n = run_diffusers(sch, net, x)
+        opts = {"variant": "2M", "timesteps": grid_of(sch)}
+    else:
+        sch = make("UniPCMultistepScheduler", solver_order=2, solver_type="bh2", timestep_spacing="linspace",
+                   final_sigmas_type="sigma_min", prediction_type=prediction_type)
+        sch.set_timesteps(10)
+        theirs, n = run_diffusers(sch, net, x, dtype=torch.float32)  # diffusers' UniPC fails on float64
+        opts = {"order": 2, "variant": "bh2", "timesteps": grid_of(sch)}
+    mine, used = api.sample(net, BETAS, x, case, n, prediction_type=prediction_type, return_nfe=True, **opts)
+    assert used == n and rel(mine, theirs) < RTOL
+
+
+@pytest.fixture(scope="module")
+def ve_unet():
+    """An NCSN++-style VE score network: UNet2DModel with the Fourier embedding of (log) sigma, fed x_0 + sigma eps,
+    returning the score (diffusers divides its output by sigma), as the google/ncsnpp-* models are."""
+    torch.manual_seed(0)
+    net = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
+                                block_out_channels=(16, 32), down_block_types=("DownBlock2D", "DownBlock2D"),
+                                up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8, add_attention=False,
+                                time_embedding_type="fourier").double().eval()
+
+    def score(x_ve, sigma):
+        with torch.no_grad():
+            return net(x_ve.double(), sigma.double()).sample
+
+    return score
+
+
+@pytest.mark.parametrize("sampler,cls,steps,evals", [("euler", "EulerDiscreteScheduler", 10, 10),
+                                                      ("heun", "HeunDiscreteScheduler", 10, 19)])
+def test_ve_score_model_matches_karras_sigma_schedulers(ve_unet, sampler, cls, steps, evals):
+    """The VE score network under diffusers' Euler / Heun with Karras sigmas (rho = 7, its state x_ve, the model's
+    eps = -sigma * score) and under ours on VE(sigma_min, sigma_max) with its default Karras grid: the grids are the
+    same (checked), so is x_0."""
+    from nfebench.schedules import VE
+
+    sch = make(cls, use_karras_sigmas=True)
+    sch.set_timesteps(steps)
+    sig = sch.sigmas.double()
+    ve = VE(float(sig[-2]), float(sig[0]))
+    np.testing.assert_allclose(ve.timesteps(steps - 1, "karras"), np.unique(sig.numpy()[:-1])[::-1], rtol=1e-6)
+    z = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    x = z * float(sch.init_noise_sigma)
+    calls, x_d = 0, x
+    for t in sch.timesteps:
+        sch.scale_model_input(x_d, t)  # sets the step index; the network gets x_ve itself
+        s = sch.sigmas[sch.step_index].double()
+        e = -s * ve_unet(x_d, torch.full((2,), float(s), dtype=torch.float64))
+        calls += 1
+        x_d = sch.step(e, t, x_d).prev_sample
+    mine, used = api.sample(ve_unet, ve, x, sampler, evals, prediction_type="score", return_nfe=True)
+    assert calls == used == evals and rel(mine, x_d.double()) < RTOL

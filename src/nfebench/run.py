@@ -213,8 +213,16 @@ def score(samples: torch.Tensor, p: Point, progress=True) -> dict:
     m = p.metrics
     if not (m.get("fid") or m.get("isc") or m.get("kid")):
         return {}
-    from .metrics.fidelity import FID, IS_MEAN, IS_STD, KID_MEAN, KID_STD, compute_fidelity
+    from .metrics.fidelity import FID, IS_MEAN, IS_STD, KID_MEAN, KID_STD, compute_fidelity, fid_against_stats
 
+    if m.get("reference_stats"):  # FID against precomputed (mu, sigma); KID needs reference features, so none
+        if m.get("kid") and progress:
+            print("[nfebench] metrics.reference_stats: KID needs the reference images, not computed")
+        res = fid_against_stats(samples, m["reference_stats"], m["feature_extractor"],
+                                m.get("feature_extractor_weights_path"), isc=bool(m.get("isc")),
+                                batch_size=m.get("batch_size", 500), device=p.device, verbose=progress)
+        return {"fid": res[FID] if m.get("fid") else None, "is_mean": res.get(IS_MEAN), "is_std": res.get(IS_STD),
+                "feature_extractor": m["feature_extractor"], "reference": res["reference"]}
     ref = load_split(p.dataset["name"], "train", **p.dataset.get("options", {}))
     res = compute_fidelity(samples, ref, reference_name=f"{p.dataset['name']}-train-{ref.shape[0]}",
                            feature_extractor=m["feature_extractor"], weights_path=m.get("feature_extractor_weights_path"),
@@ -305,6 +313,10 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
         print(f"[nfebench] {key} is already in {board}; skipping (force=true runs it again)")
         return None
     run_id = key if not done else f"{key}.{len(done) + 1}"  # a forced re-run gets its own id and directory
+    if p.metrics.get("reference_stats") and p.metrics.get("fid"):  # a bad statistics file fails before sampling
+        from .metrics.fidelity import load_reference_stats
+
+        load_reference_stats(p.metrics["reference_stats"], p.metrics["feature_extractor"])
     session = begin(p)  # torchrun ranks (p.device becomes this rank's GPU), runtime options, preflight of data/weights
     t_load = time.perf_counter()
     model_opts = {k: v for k, v in p.model.items() if k not in ("kind", "note")}

@@ -103,7 +103,10 @@ def prepare_model(model, opts: RuntimeOptions, device: str):
         else:
             with torch.autocast(device_type=device_type, dtype=amp_dtype):
                 out = fn(xin, t)
-        return out.to(x.dtype).contiguous()  # the sampler's arithmetic stays in the model's dtype (fp32)
+        res = out.to(x.dtype).contiguous()  # the sampler's arithmetic stays in the model's dtype (fp32)
+        if hasattr(out, "variance_values"):  # a learned variance travels with the eps output (parametrization.py)
+            res.variance_values, res.variance_type = out.variance_values, out.variance_type
+        return res
 
     return dataclasses.replace(model, fn=eps, calls=0)
 
@@ -148,7 +151,8 @@ def preflight(p) -> None:
         raise DataError(f"model {p.model.get('name')!r} was trained on {trained_on} but dataset={p.dataset['name']} "
                         f"is the FID reference; add dataset={trained_on} (or dataset=folder dataset.path=DIR, or "
                         f"metrics=none)")
-    load_split(p.dataset["name"], "train", **p.dataset.get("options", {}))  # cached: score() reuses it
+    if not m.get("reference_stats"):  # FID against precomputed statistics needs no reference images
+        load_split(p.dataset["name"], "train", **p.dataset.get("options", {}))  # cached: score() reuses it
     if m.get("feature_extractor") == "inception-v3-compat":
         from .metrics.fidelity import inception_weights_path
 

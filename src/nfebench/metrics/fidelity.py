@@ -174,3 +174,62 @@ def _calculate(samples, reference, reference_name, feature_extractor, weights_pa
         input2_cache_name=f"{reference_name}-{feature_extractor}-{tag}",
     )
     # input1 must never be cached: torch-fidelity caches only named inputs, and input1 has no name.
+
+
+# --- FID against precomputed reference statistics (metrics.reference_stats=FILE.npz) -----------------------------
+FEATURE_DIMS = {"digits-cnn": 64, "inception-v3-compat": 2048}  # the FID layer's width
+
+
+def load_reference_stats(path, feature_extractor: str) -> tuple:
+    """(mu [D], sigma [D, D], label) from an .npz with keys mu and sigma, as pytorch-fid, EDM and ADM publish them.
+    label names the file and its content hash (the row's `reference`). Every problem is a one-line MetricsError."""
+    import numpy as np
+
+    p = Path(str(path)).expanduser()
+    if not p.is_file():
+        raise MetricsError(f"reference statistics file {str(p)!r} not found (metrics.reference_stats)")
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            keys = sorted(z.files)
+            mu, sigma = (np.asarray(z[k], dtype=np.float64) for k in ("mu", "sigma")) if {"mu", "sigma"} <= set(
+                keys) else (None, None)
+    except Exception as e:  # not a zip / npz, or a corrupt one
+        raise MetricsError(f"reference statistics file {str(p)!r} is not a readable .npz ({type(e).__name__})") from None
+    if mu is None or mu.ndim != 1 or sigma.shape != (mu.size, mu.size):
+        got = "keys " + ", ".join(keys) if mu is None else f"mu {list(mu.shape)}, sigma {list(sigma.shape)}"
+        raise MetricsError(f"reference statistics file {str(p)!r} must hold mu [D] and sigma [D, D]; got {got}")
+    want = FEATURE_DIMS.get(feature_extractor)
+    if want is not None and mu.size != want:
+        raise MetricsError(f"reference statistics in {str(p)!r} are {mu.size}-dimensional but feature extractor "
+                           f"{feature_extractor} gives {want}-dimensional features")
+    return mu, sigma, f"stats:{p.name}@{_file_digest(p)}"
+
+
+def fid_against_stats(samples: torch.Tensor, stats_path, feature_extractor: str, weights_path: str | None = None,
+                      isc=True, batch_size: int = 500, device="cpu", verbose=True) -> dict:
+    """FID of uint8 samples against precomputed (mu, sigma) (Heusel et al. 2017, Eq. 6, torch-fidelity's
+    implementation), and IS of the samples (which needs no reference). Returns {FID, IS_MEAN, IS_STD, "reference"}."""
+    from torch_fidelity.metric_fid import fid_featuresdict_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.utils import create_feature_extractor, extract_featuresdict_from_input_id
+
+    mu, sigma, label = load_reference_stats(stats_path, feature_extractor)
+    if feature_extractor not in FEATURE_LAYERS:
+        raise MetricsError(f"unknown feature extractor {feature_extractor!r}; allowed: {', '.join(FEATURE_LAYERS)}")
+    if feature_extractor == "inception-v3-compat":
+        weights_path = inception_weights_path(weights_path)
+    layers = FEATURE_LAYERS[feature_extractor]
+    cuda = str(device).startswith("cuda")
+    wanted = [layers["fid"]] + ([layers["isc"]] if isc else [])
+    fx = create_feature_extractor(feature_extractor, list(dict.fromkeys(wanted)), cuda=cuda,
+                                  feature_extractor_weights_path=weights_path)
+    feats = extract_featuresdict_from_input_id(1, fx, input1=TensorDataset(samples), batch_size=batch_size,
+                                               cuda=cuda, verbose=False, save_cpu_ram=True)
+    stats = {k: v.astype("float64") for k, v in fid_featuresdict_to_statistics(feats, layers["fid"]).items()}
+    out = {FID: float(fid_statistics_to_metric(stats, {"mu": mu, "sigma": sigma}, verbose=False)[FID]),
+           "reference": label}
+    if isc:
+        from torch_fidelity.metric_isc import isc_featuresdict_to_metric
+
+        res = isc_featuresdict_to_metric(feats, layers["isc"], isc_splits=10, verbose=False)  # as compute_fidelity
+        out[IS_MEAN], out[IS_STD] = float(res[IS_MEAN]), float(res[IS_STD])
+    return out
