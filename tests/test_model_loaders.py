@@ -111,14 +111,15 @@ def test_diffusers_configs_give_parametrization_schedule_and_variance(stand_ins)
     lr = load_model("diffusers", path=str(stand_ins["learned_range"]))
     assert lr.variance_type == "learned_range" and lr.sample_shape == (1, 8, 8)
     ve = load_model("diffusers", path=str(stand_ins["score"]))
-    assert ve.prediction_type == "score" and isinstance(ve.schedule, VE) and ve.schedule.sigma_max == 50.0
+    assert ve.prediction_type == "score" and isinstance(ve.schedule, VE) and ve.schedule.sigma_max == 100.0
     assert ve.betas is None
     over = load_model("diffusers", path=str(stand_ins["v_prediction"]), prediction_type="epsilon", schedule="ve")
     assert over.prediction_type == "epsilon" and isinstance(over.schedule, VE)
 
 
 def test_ve_score_model_gets_sigma_and_ve_scaled_input(stand_ins):
-    """The adapter feeds the network x_ve = x_vp / alpha and tau = sigma, and eps = -sigma * score."""
+    """The adapter feeds the network x_ve = x_vp / alpha at tau = sigma, and eps = -sigma * score; score_sde's VE
+    data range [0, 1] makes that x_net = (x_ve + 1) / 2 at sigma_net = sigma / 2 with score = score_net / 2."""
     from diffusers import UNet2DModel
 
     m = load_model("diffusers", path=str(stand_ins["score"]), dtype="float64")
@@ -126,8 +127,8 @@ def test_ve_score_model_gets_sigma_and_ve_scaled_input(stand_ins):
     x_vp, s = torch.randn(2, 1, 8, 8, dtype=torch.float64), 3.0
     tau = torch.full((2,), s, dtype=torch.float64)
     with torch.no_grad():
-        score = unet(x_vp * (1 + s**2) ** 0.5, tau).sample
-        torch.testing.assert_close(m(x_vp, tau), -s * score, rtol=1e-10, atol=1e-10)
+        score_net = unet((x_vp * (1 + s**2) ** 0.5 + 1) / 2, tau / 2).sample
+        torch.testing.assert_close(m(x_vp, tau), -s * score_net / 2, rtol=1e-10, atol=1e-10)
 
 
 def test_python_factory_builds_the_users_network(factory_dir, monkeypatch):
@@ -192,7 +193,7 @@ def test_stand_ins_run_through_the_cli_and_record_what_they_are(tmp_path, stand_
     df = pd.read_csv(tmp_path / "leaderboard.csv")
     got = sorted(zip(df.prediction_type, df.schedule, df.nfe_used))
     assert got == sorted([("v_prediction", "discrete(T=1000)", 4), ("sample", "discrete(T=1000)", 4),
-                          ("epsilon", "discrete(T=1000)", 4), ("score", "ve(sigma_min=0.01,sigma_max=50)", 4),
+                          ("epsilon", "discrete(T=1000)", 4), ("score", "ve(sigma_min=0.02,sigma_max=100)", 4),
                           ("epsilon", "discrete(T=1000)", 5)])
 
 
@@ -207,3 +208,30 @@ def test_model_errors_through_the_cli_are_one_line_exit_2_no_row(tmp_path, args,
     err = error_lines(r)
     assert len(err) == 1 and needle in err[0] and "Traceback" not in r.stderr + r.stdout
     assert not (tmp_path / "leaderboard.csv").exists() and not (tmp_path / "runs").exists()
+
+
+def test_edm_pickle_factory_is_the_denoiser_unchanged(factory_dir, monkeypatch, tmp_path):
+    """nfebench.models.external:edm_pickle on a stand-in pickle ({"ema": network}, as EDM saves it): the model's
+    eps is (x_ve - D(x_ve; sigma)) / sigma, D the pickled network's forward."""
+    import pickle
+
+    monkeypatch.syspath_prepend(str(factory_dir))
+    import my_nets
+
+    net = my_nets.edm()
+    (tmp_path / "edm.pkl").write_bytes(pickle.dumps({"ema": net}))
+    m = load_model("python", factory="nfebench.models.external:edm_pickle", kwargs={"path": str(tmp_path / "edm.pkl")},
+                   prediction_type="sample", schedule={"kind": "ve", "sigma_min": 0.002, "sigma_max": 80},
+                   sample_shape=[1, 8, 8], dtype="float64")
+    x_ve, s = torch.randn(2, 1, 8, 8, dtype=torch.float64), 2.5
+    sigma = torch.full((2,), s, dtype=torch.float64)
+    with torch.no_grad():
+        want = (x_ve - net.double()(x_ve, sigma)) / s
+        torch.testing.assert_close(m(x_ve / (1 + s**2) ** 0.5, sigma), want, rtol=1e-10, atol=1e-10)
+    net.label_dim = 10
+    (tmp_path / "cond.pkl").write_bytes(pickle.dumps({"ema": net}))
+    with pytest.raises(ModelError, match="is class-conditional"):
+        load_model("python", factory="nfebench.models.external:edm_pickle", kwargs={"path": str(tmp_path / "cond.pkl")},
+                   schedule="ve", sample_shape=[1, 8, 8])
+    with pytest.raises(ModelError, match="model.kwargs.path is not set"):
+        load_model("python", factory="nfebench.models.external:edm_pickle", schedule="ve", sample_shape=[1, 8, 8])

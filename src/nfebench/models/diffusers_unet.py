@@ -5,8 +5,11 @@ What the network is comes from scheduler_config.json beside the weights:
   of their training betas (DDPMScheduler's linear / scaled_linear / squaredcos_cap_v2 / trained_betas, computed by
   diffusers itself), their prediction_type (epsilon | sample | v_prediction) and variance_type (learned /
   learned_range: 2C output channels). The network gets the integer-valued timestep tau in [0, T-1].
-- ScoreSdeVeScheduler (the google/ncsnpp-* models): VE(sigma_min, sigma_max) with score output; the network gets
-  the VE sigma as its time input (UNet2DModel's Fourier embedding of log sigma) and x_0 + sigma eps as its input.
+- ScoreSdeVeScheduler (the google/ncsnpp-* models): a VE score model; the network gets the VE sigma as its time
+  input (UNet2DModel's Fourier embedding of log sigma) and x_0 + sigma eps as its input. score_sde trains its VE
+  models on data in [0, 1] (not centered; ScoreSdeVePipeline clamps to [0, 1]), so with nfebench's data range
+  [-1, 1] its noise levels double: schedule VE(2 sigma_min, 2 sigma_max), and the network sees
+  x_net = (x + 1) / 2 at sigma_net = sigma / 2, its score halved (the score of x = 2 x_net - 1).
 Without a scheduler config: Ho et al.'s linear 1e-4..0.02 over T=1000, epsilon. model.prediction_type,
 model.variance_type and model.schedule override what the config says (for checkpoints whose config is wrong).
 """
@@ -40,8 +43,8 @@ def read_scheduler_config(cfg: dict | None) -> tuple:
     """(schedule, prediction_type, variance_type) a diffusers scheduler config describes (module docstring)."""
     if cfg is None:
         return Discrete(linear_betas()), "epsilon", None
-    if cfg.get("_class_name") == "ScoreSdeVeScheduler":
-        return VE(cfg.get("sigma_min", 0.01), cfg.get("sigma_max", 1348.0)), "score", None
+    if cfg.get("_class_name") == "ScoreSdeVeScheduler":  # data in [0, 1]: noise levels doubled in [-1, 1]
+        return VE(2 * cfg.get("sigma_min", 0.01), 2 * cfg.get("sigma_max", 1348.0)), "score", None
     return (Discrete(betas_from_scheduler_config(cfg)), cfg.get("prediction_type", "epsilon"),
             cfg.get("variance_type"))
 
@@ -104,7 +107,9 @@ def load_diffusers(path: str | None = None, device="cpu", name: str | None = Non
         raise ModelError(f"cannot load the UNet in {str(cfg_dir)!r}: {msg}") from None
     sched_file = next((f for f in (root / "scheduler_config.json", root / "scheduler" / "scheduler_config.json")
                        if f.exists()), None)
-    sched, ptype, vtype = read_scheduler_config(json.loads(sched_file.read_text()) if sched_file else None)
+    sched_cfg = json.loads(sched_file.read_text()) if sched_file else None
+    sched, ptype, vtype = read_scheduler_config(sched_cfg)
+    unit_range = (sched_cfg or {}).get("_class_name") == "ScoreSdeVeScheduler"
     sched = sched if schedule is None else from_config(schedule)
     ptype = check_prediction_type(ptype if prediction_type is None else prediction_type)
     vtype = check_variance_type(vtype if variance_type is None else variance_type)
@@ -116,6 +121,8 @@ def load_diffusers(path: str | None = None, device="cpu", name: str | None = Non
                          f"{vtype!r} with {c.in_channels} input channels needs {expected}")
 
     def network(x, t):
+        if unit_range:  # score_sde's VE data range [0, 1] (module docstring)
+            return 0.5 * unet(0.5 * (x + 1.0), 0.5 * t).sample
         return unet(x, t).sample
 
     return EpsModel(name=name or Path(path).name, fn=EpsAdapter(network, sched, ptype, vtype),

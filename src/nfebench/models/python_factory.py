@@ -61,6 +61,8 @@ def load_python(factory=None, kwargs=None, device="cpu", name: str | None = None
     fn = import_factory(factory)
     try:
         network = fn(**dict(kwargs or {}))
+    except ModelError:  # the factory's own one-line message
+        raise
     except Exception as e:
         raise ModelError(f"model.factory {factory!r} failed: {type(e).__name__}: {e}") from None
     if not callable(network):
