@@ -66,9 +66,9 @@ def sample(model_fn: Callable, betas_or_schedule, x_T: torch.Tensor, sampler: st
     check_nfe(nfe, spec.min_nfe, sampler)
     sched = as_schedule(betas_or_schedule)
     y = check_guidance(class_labels, guidance_scale, null_class, x_T.shape[0])
-    adapter = EpsAdapter(model_fn, sched, prediction_type, variance_type, null_class)
-    eps = CountedEps(adapter if y is None else partial(adapter, class_labels=y, guidance_scale=guidance_scale),
-                     budget=nfe)
+    adapter = EpsAdapter(model_fn, sched, prediction_type, variance_type)
+    eps = CountedEps(adapter if y is None else partial(adapter, class_labels=y, guidance_scale=guidance_scale,
+                                                       null_class=null_class), budget=nfe)
     with torch.no_grad():
         x0 = spec.fn(eps, sched, to_vp_frame(x_T, sched), nfe, as_noise(generator), **opts)
     return (x0, eps.calls) if return_nfe else x0

@@ -52,6 +52,10 @@ COLUMNS = [
     # --- added with model generality (any parametrization and schedule) ---
     "prediction_type",     # what the network predicts: epsilon | sample | v_prediction | score
     "schedule",            # the noise schedule: discrete(T=1000) | vp_linear(...) | ve(sigma_min=..,sigma_max=..)
+    # --- added with class conditioning and guidance ---
+    "guidance_scale",      # classifier-free guidance w (eps_u + w (eps_c - eps_u)); empty: the model's plain behaviour
+    "network_passes",      # network passes per sample: nfe_used, x2 where both halves of guidance ran
+    "class_accuracy",      # fraction of samples the dataset's classifier labels as asked (digits-cnn; else empty)
 ]
 
 

@@ -3,7 +3,7 @@
 Data flows forward only. Everything the run writes goes under results_dir, each file atomically:
     results_dir/runs/<run_id>/config.yaml          the resolved config
     results_dir/runs/<run_id>/shards/A-B.npz       samples A..B-1, written as each batch finishes (resume points)
-    results_dir/runs/<run_id>/samples.npz          uint8 samples [N, C, H, W] and their per-sample seeds
+    results_dir/runs/<run_id>/samples.npz          uint8 samples [N, C, H, W], their per-sample seeds (and class labels)
     results_dir/runs/<run_id>/grid.png             the first 100 samples
     results_dir/runs/<run_id>/metrics.json         the leaderboard row, as JSON
     results_dir/runs/<run_id>/status.json          only for a failed run: what went wrong
@@ -22,7 +22,8 @@ import math
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from .data import load_split
 from .images import to_uint8
 from .leaderboard import append_row, atomic_write_bytes, atomic_write_text, read_leaderboard
 from .models import load_model
+from .models.parametrization import check_guidance, network_passes
 from .paths import portable
 from .api import check_nfe, dry_run, to_vp_frame
 from .samplers import CountedEps, PerSampleNoise, get_sampler
@@ -71,6 +73,9 @@ class Point:
     device: str
     results_dir: Path
     force: bool
+    guidance_scale: float | None = None
+    class_labels: list | None = None  # as configured: None (drawn per sample) or a fixed list
+    labels: dict = field(default_factory=dict)  # per-sample seed -> its class label (set once the model is loaded)
 
 
 def _positive_int(cfg: dict, key: str) -> int:
@@ -100,11 +105,39 @@ def validate(cfg: DictConfig | dict) -> Point:
     opts = spec.check_options(sampler_cfg)
     nfe = c.get("nfe")
     check_nfe(nfe, spec.min_nfe, name)
+    w, labels = c.get("guidance_scale"), c.get("class_labels")
+    if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0):
+        raise ConfigError(f"guidance_scale must be a finite number >= 0 or null, got {w!r}")
+    if labels is not None and (not isinstance(labels, list) or not labels
+                               or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels)):
+        raise ConfigError(f"class_labels must be null or a non-empty list of integers, got {labels!r}")
     return Point(cfg=c, model=dict(c["model"]), sampler=name, sampler_options=opts, dataset=dict(c["dataset"]),
                  metrics=dict(c["metrics"]), nfe=nfe, num_samples=_positive_int(c, "num_samples"),
                  batch_size=_positive_int(c, "batch_size"), seed=int(c.get("seed", 0)),
                  device=resolve_device(c.get("device", "auto")), results_dir=Path(c.get("results_dir", "results")),
-                 force=bool(c.get("force", False)))
+                 force=bool(c.get("force", False)), guidance_scale=None if w is None else float(w),
+                 class_labels=labels)
+
+
+def class_labels_for(p: Point, model, seeds: list[int]) -> dict:
+    """seed -> class label for each sample: drawn uniformly over model.num_classes from the sample's own seed, or
+    the configured list (sample i gets class_labels[i % len]); {} for an unconditional model."""
+    k = model.num_classes
+    if k is None:
+        if p.class_labels is not None or p.guidance_scale is not None:
+            raise ConfigError(f"class_labels / guidance_scale need a class-conditional model; model {model.name!r} "
+                              f"has no class labels (set model.num_classes if it has)")
+        return {}
+    if p.class_labels is None:
+        labels = [int(np.random.default_rng([s, 1]).integers(k)) for s in seeds]
+    else:
+        bad = [v for v in p.class_labels if not 0 <= v < k]
+        if bad:
+            raise ConfigError(f"class_labels: label {bad[0]} is out of range; allowed: 0..{k - 1} "
+                              f"(model.num_classes={k})")
+        labels = [p.class_labels[i % len(p.class_labels)] for i in range(len(seeds))]
+    check_guidance(labels, p.guidance_scale, model.null_class)
+    return dict(zip(seeds, labels))
 
 
 def run_key(p: Point) -> str:
@@ -171,7 +204,10 @@ def generate(model, p: Point, seeds: list[int], shard_dir: Path | None = None, p
                 noise = PerSampleNoise(seeds[i:j])
                 x = to_vp_frame(sched.prior_std * noise.randn(model.sample_shape, dtype=model.dtype), sched)
                 x = x.to(model.device)
-                eps = CountedEps(model, budget=p.nfe)
+                cond = {} if not p.labels else dict(
+                    class_labels=torch.tensor([p.labels[s] for s in seeds[i:j]]), guidance_scale=p.guidance_scale,
+                    null_class=model.null_class)
+                eps = CountedEps(partial(model, **cond), budget=p.nfe)
                 x0 = spec.fn(eps, sched, x, p.nfe, noise, **p.sampler_options)
                 bad = eps.nonfinite or (None if torch.isfinite(x0).all() else
                                         "the sampler's output was NaN/Inf after its last evaluation")
@@ -180,8 +216,8 @@ def generate(model, p: Point, seeds: list[int], shard_dir: Path | None = None, p
                         _save_npz(shard_dir.parent / f"failed-{i:07d}-{j:07d}.npz", samples=x0.float().cpu().numpy(),
                                   seeds=np.array(seeds[i:j], dtype=np.uint32))
                     raise RunFailed(f"NaN/Inf in samples {i}..{j - 1}: {bad}")
-                batch = to_uint8(x0).cpu()
-                dt = time.perf_counter() - t0
+                dt = time.perf_counter() - t0  # sampling alone; a latent model's decode is timed by its decoder
+                batch = to_uint8(x0 if model.decoder is None else model.decoder(x0)).cpu()
                 if shard_dir:
                     _save_npz(shard_dir / f"{i:07d}-{j:07d}.npz", samples=batch.numpy(), nfe_used=eps.calls,
                               seconds=dt)
@@ -231,6 +267,22 @@ def score(samples: torch.Tensor, p: Point, progress=True) -> dict:
     return {"fid": res.get(FID), "is_mean": res.get(IS_MEAN), "is_std": res.get(IS_STD),
             "kid_mean": res.get(KID_MEAN), "kid_std": res.get(KID_STD),
             "feature_extractor": m["feature_extractor"], "reference": f"{p.dataset['name']}/train/{ref.shape[0]}"}
+
+
+def class_accuracy(samples: torch.Tensor, p: Point) -> dict:
+    """The fraction of samples the dataset's classifier assigns the label they were asked for, for a model trained
+    on that dataset (digits: digits-cnn; empty for others: the Inception classifier for ImageNet is a later step)."""
+    if not p.labels or p.dataset.get("feature_extractor") != "digits-cnn" or p.model.get("dataset") != p.dataset["name"]:
+        return {}
+    from .metrics.digits_cnn import DigitsCNN
+
+    net = DigitsCNN()
+    net.load_state_dict(torch.load(p.dataset["feature_extractor_weights_path"], map_location="cpu",
+                                   weights_only=True))
+    wanted = torch.tensor([p.labels[s] for s in sample_seeds(p.seed, p.num_samples)])
+    with torch.no_grad():
+        predicted = torch.cat([net.eval().logits(b).argmax(1) for b in samples.split(1000)])
+    return {"class_accuracy": (predicted == wanted).double().mean().item()}
 
 
 def model_digest(model) -> str:
@@ -321,6 +373,7 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     t_load = time.perf_counter()
     model_opts = {k: v for k, v in p.model.items() if k not in ("kind", "note")}
     model = load_model(p.model["kind"], device=p.device, **model_opts)
+    p.labels = class_labels_for(p, model, sample_seeds(p.seed, p.num_samples))  # bad labels / guidance fail here
     if p.sampler.startswith("analytic_") and p.sampler_options.get("moments") is None:
         p.sampler_options = {**p.sampler_options, "moments": analytic_moments_for(model, p, progress)}
     dry_run(p.sampler, p.nfe, model.schedule, model.variance_type, **p.sampler_options)  # bad options fail here, before any sampling
@@ -364,19 +417,22 @@ def _run_locked(p: Point, model, session, run_id: str, run_dir: Path, board: Pat
         except RunFailed as e:
             atomic_write_text(run_dir / "status.json", json.dumps({"status": "failed", "error": str(e)}, indent=2))
             raise RunFailed(f"{e}; run marked failed, samples kept in {run_dir}") from None
-        _save_npz(final, samples=samples.numpy(), seeds=np.array(seeds, dtype=np.uint32))
+        labels = {"class_labels": np.array([p.labels[s] for s in seeds], dtype=np.int64)} if p.labels else {}
+        _save_npz(final, samples=samples.numpy(), seeds=np.array(seeds, dtype=np.uint32), **labels)
         atomic_write_text(run_dir / "sampling.json",
                           json.dumps({"nfe_used": nfe_used, "sampling_seconds": secs, "gpu_row": gpu_row}))
         shutil.rmtree(run_dir / "shards", ignore_errors=True)
     save_grid(samples, run_dir / "grid.png")
 
     t_score = time.perf_counter()
-    metrics = score(samples, p, progress)
+    metrics = {**score(samples, p, progress), **class_accuracy(samples, p)}
     t_nll = time.perf_counter()
     likelihood = measure_nll(model, p, progress)
     metrics.update(likelihood.get("row", {}))
     timings = {"load_seconds": round(getattr(model, "load_seconds", 0.0), 3), "sampling_seconds": round(secs, 3),
                "scoring_seconds": round(t_nll - t_score, 3)}
+    if model.decoder is not None:  # latent models: decoding the latents, apart from sampling_seconds
+        timings["decode_seconds"] = round(model.decoder.seconds, 3)
     if likelihood:
         timings["nll_seconds"] = round(time.perf_counter() - t_nll, 3)
     device_name = p.device + (f" ({torch.cuda.get_device_name(p.device)})" if p.device.startswith("cuda") else "")
@@ -389,6 +445,7 @@ def _run_locked(p: Point, model, session, run_id: str, run_dir: Path, board: Pat
         "device": device_name, "nfebench_version": __version__,
         **gpu_row,  # gpu: precision, channels_last, compiled, peak_gpu_mem_mb, batch_size_used, world_size
         "prediction_type": model.prediction_type, "schedule": model.schedule.describe(),
+        "guidance_scale": p.guidance_scale, "network_passes": nfe_used * network_passes(p.guidance_scale),
     }
     details = {"timings": timings, **({"nll": likelihood["nll"]} if likelihood else {})}
     atomic_write_text(run_dir / "metrics.json", json.dumps({**row, **details}, indent=2, default=str) + "\n")

@@ -33,6 +33,7 @@ class EpsModel:
     variance_type: str | None = None  # learned / learned_range: the network also outputs the variance
     num_classes: int | None = None  # class-conditional: labels 0..num_classes-1 (fn takes class_labels=...)
     null_class: int | None = None  # the label of the unconditional half of classifier-free guidance
+    decoder: Callable | None = None  # latent models: latents -> images in [-1, 1] (e.g. diffusers_unet.LatentDecoder)
 
     def __post_init__(self):
         from ..schedules import Discrete

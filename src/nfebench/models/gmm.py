@@ -156,8 +156,7 @@ def load_gmm(device="cpu", dataset: str = "digits", n_components: int = 20, reg_
     gmm = GaussianMixtureVP(w, m, c, sched, shape)
     network = present(gmm.eps, sched, prediction_type)  # what a network of that kind would output, exactly
     classes = dict(num_classes=gmm.K, null_class=gmm.K) if conditional else {}
-    model = EpsModel(name=name or f"gmm_{dataset}", fn=EpsAdapter(network, sched, prediction_type,
-                                                                   null_class=classes.get("null_class")),
+    model = EpsModel(name=name or f"gmm_{dataset}", fn=EpsAdapter(network, sched, prediction_type),
                      betas=sched.betas if sched.discrete else None, sample_shape=shape,
                      dtype={"float32": torch.float32, "float64": torch.float64}[dtype], device=torch.device(device),
                      schedule=sched, prediction_type=prediction_type, **classes)

@@ -120,30 +120,29 @@ class EpsAdapter:
     """eps(x_vp, tau) in the VP frame from network(x_model, tau) -> prediction (module docstring).
 
     Callable as fn(x [B, C, ...], tau [B]); the network gets tau unchanged (the model's own time variable). With
-    class_labels [B] (and guidance_scale), fn(x, tau, class_labels=y, guidance_scale=w) calls
-    network(x_model, tau, labels) and guides in eps (module docstring); null_class is the model's null label.
+    class_labels [B], fn(x, tau, class_labels=y, guidance_scale=w, null_class=K) calls network(x_model, tau, labels)
+    and guides in eps with K the model's null label (module docstring).
     """
 
-    def __init__(self, network: Callable, schedule, prediction_type: str = "epsilon", variance_type=None,
-                 null_class: int | None = None):
-        self.network, self.schedule, self.null_class = network, schedule, null_class
+    def __init__(self, network: Callable, schedule, prediction_type: str = "epsilon", variance_type=None):
+        self.network, self.schedule = network, schedule
         self.prediction_type = check_prediction_type(prediction_type)
         self.variance_type = check_variance_type(variance_type)
         self.dtype = getattr(network, "dtype", torch.float32)
         self.device = getattr(network, "device", torch.device("cpu"))
 
     def __call__(self, x: torch.Tensor, tau: torch.Tensor, class_labels: torch.Tensor | None = None,
-                 guidance_scale: float | None = None) -> torch.Tensor:
+                 guidance_scale: float | None = None, null_class: int | None = None) -> torch.Tensor:
         A, B, k = (c.to(x.device) for c in _coefficients(self.schedule, self.prediction_type, tau, x.dim()))
         x_model = (x.double() * k).to(x.dtype)
         if class_labels is None:
             return self._to_eps(self.network(x_model, tau), x, A, B)
-        y = check_guidance(class_labels, guidance_scale, self.null_class, x.shape[0]).to(x.device)
+        y = check_guidance(class_labels, guidance_scale, null_class, x.shape[0]).to(x.device)
         if network_passes(guidance_scale) == 1:  # w = 1 (or None): conditional alone; w = 0: unconditional alone
-            labels = torch.full_like(y, self.null_class) if guidance_scale == 0 else y
+            labels = torch.full_like(y, null_class) if guidance_scale == 0 else y
             return self._to_eps(self.network(x_model, tau, labels), x, A, B)
         out = self.network(torch.cat([x_model, x_model]), torch.cat([tau, tau]),
-                           torch.cat([y, torch.full_like(y, self.null_class)]))  # one forward of 2B samples
+                           torch.cat([y, torch.full_like(y, null_class)]))  # one forward of 2B samples
         eps_c, eps_u = (self._to_eps(o, x, A, B) for o in out.chunk(2, dim=0))
         eps = (eps_u.double() + guidance_scale * (eps_c.double() - eps_u.double())).to(x.dtype)
         if hasattr(eps_c, "variance_values"):
