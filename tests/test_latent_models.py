@@ -111,3 +111,88 @@ def test_latent_pipelines_run_with_guidance_through_the_cli(pipelines, which, tm
     assert labels.shape == (6,) and labels.min() >= 0 and labels.max() < k and len(set(labels)) > 1
     timings = json.loads((run / "metrics.json").read_text())["timings"]
     assert timings["decode_seconds"] > 0 and row.sampling_seconds > 0
+
+
+def _ddim():
+    from diffusers import DDIMScheduler
+
+    sch = DDIMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+                        clip_sample=False, set_alpha_to_one=True)
+    sch.set_timesteps(6)
+    return sch
+
+
+def _ours(m, x_T, labels, w, sch):
+    """nfebench's guided DDIM on diffusers' DDIM grid (its timesteps, then clean data), decoded to [0, 1]."""
+    import nfebench
+
+    x0 = nfebench.sample(m.fn.network, m.schedule, x_T, "ddim", len(sch.timesteps), None, m.prediction_type,
+                         variance_type=m.variance_type, timesteps=[float(t) for t in sch.timesteps] + [-1.0], class_labels=labels,
+                         guidance_scale=w, null_class=m.null_class)
+    return (m.decoder(x0) / 2 + 0.5).clamp(0, 1)
+
+
+def test_guidance_matches_diffusers_dit_pipeline(pipelines):
+    """DiTPipeline's CFG (guidance on the eps channels, learned sigma dropped, null class 1000) under DDIM."""
+    from diffusers import AutoencoderKL, DiTPipeline, DiTTransformer2DModel
+    from diffusers.utils.torch_utils import randn_tensor
+
+    d, labels, w = pipelines["dit_vae"], [3, 999], 4.0
+    pipe = DiTPipeline(DiTTransformer2DModel.from_pretrained(d / "transformer"),
+                       AutoencoderKL.from_pretrained(d / "vae"), _ddim())
+    theirs = pipe(class_labels=labels, guidance_scale=w, generator=torch.Generator().manual_seed(0),
+                  num_inference_steps=6, output_type="pt").images
+    m = load_model("diffusers", path=str(d))
+    x_T = randn_tensor((2, LATENT, 8, 8), generator=torch.Generator().manual_seed(0))
+    mine = _ours(m, x_T, labels, w, _ddim())
+    assert float((mine - theirs).norm() / theirs.norm()) < 1e-4
+    unguided = _ours(m, x_T, labels, 1.0, _ddim())
+    assert float((unguided - theirs).norm() / theirs.norm()) > 1e-3  # guidance mattered
+
+
+def test_guidance_matches_a_diffusers_loop_for_a_class_conditional_unet(pipelines):
+    """The convention of diffusers' guided pipelines, noise_pred_uncond + w (noise_pred_cond - noise_pred_uncond)
+    on a 2B batch, under DDIMScheduler, decoded by vae.decode(z / scaling_factor), for a UNet2DModel with classes."""
+    from diffusers import AutoencoderKL, UNet2DModel
+
+    d, labels, w = pipelines["unet_vae"], torch.tensor([0, 4]), 2.5
+    unet, vae, sch = UNet2DModel.from_pretrained(d / "unet"), AutoencoderKL.from_pretrained(d / "vae"), _ddim()
+    x_T = torch.randn(2, LATENT, 8, 8, generator=torch.Generator().manual_seed(1))
+    z = x_T
+    with torch.no_grad():
+        for t in sch.timesteps:
+            out = unet(torch.cat([z, z]), t, class_labels=torch.cat([labels, torch.full_like(labels, 5)])).sample
+            cond, uncond = out.chunk(2)
+            z = sch.step(uncond + w * (cond - uncond), t, z).prev_sample
+        theirs = (vae.decode(z / vae.config.scaling_factor).sample / 2 + 0.5).clamp(0, 1)
+    mine = _ours(load_model("diffusers", path=str(d)), x_T, labels, w, _ddim())
+    assert float((mine - theirs).norm() / theirs.norm()) < 1e-4
+
+
+def test_pipeline_errors_are_one_line(pipelines, tmp_path):
+    no_vae = tmp_path / "no_vae"
+    shutil.copytree(pipelines["dit_vae"], no_vae)
+    shutil.rmtree(no_vae / "vae")
+    with pytest.raises(ModelError, match=r"has no vae/ folder with a config.json .*needs its autoencoder"):
+        load_model("diffusers", path=str(no_vae))
+    mismatch = tmp_path / "mismatch"
+    shutil.copytree(pipelines["unet_vae"], mismatch)
+    shutil.rmtree(mismatch / "vae")
+    _vae(mismatch, latent=3)
+    with pytest.raises(ModelError, match="has 3 latent channels but the denoiser takes 4 input channels"):
+        load_model("diffusers", path=str(mismatch))
+    with pytest.raises(ModelError, match=r"model.num_classes=7: .* has 6 class embeddings; allowed: 1..6"):
+        load_model("diffusers", path=str(pipelines["unet_vae"]), num_classes=7)
+    no_null = load_model("diffusers", path=str(pipelines["unet_vae"]), num_classes=6)  # every embedding a class
+    assert no_null.null_class is None
+
+
+def test_cli_conditioning_errors_are_one_line_exit_2(pipelines, tmp_path):
+    base = ["model=diffusers", f"model.path={pipelines['unet_vae']}", "metrics=none", f"results_dir={tmp_path}",
+            "num_samples=2", "nfe=2", "sampler=ddim", "device=cpu"]
+    for extra, needle in [(["class_labels=[1,7]"], "class_labels: label 7 is out of range; allowed: 0..4"),
+                          (["guidance_scale=2", "model.num_classes=6"], "guidance_scale=2.0 needs a model with a "
+                                                                        "null label")]:
+        r = run_cli(*base, *extra)
+        assert r.returncode == 2 and len(error_lines(r)) == 1 and needle in error_lines(r)[0], r.stderr[-1500:]
+        assert "Traceback" not in r.stderr and not (tmp_path / "leaderboard.csv").exists()
