@@ -266,3 +266,19 @@ def test_rows_differing_only_in_nll_settings_count_once_in_quality_tables():
                         + [{**base, "seed": 1, "fid": 2.5, "nll_variance": "small", "run_id": "s1"}])
     (_, g), = list(protocol_groups(rows))
     assert len(g) == 2 and sorted(g.seed) == [0, 1]
+
+
+def test_report_guidance_sweep_plots_fid_and_accuracy_against_w(tmp_path):
+    """Rows that differ only in guidance_scale are variants (never averaged as seeds); the report gains
+    FID-vs-guidance and accuracy-vs-guidance per NFE."""
+    rows = [make_row(s, n, fid=f + w, guidance_scale=w, class_accuracy=0.5 + w / 10, network_passes=2 * n,
+                     run_id=f"{s}-{n}-{w}")
+            for s, f in (("ddim", 5.0), ("dpm", 3.0)) for n in (10, 20) for w in (0.0, 1.0, 4.0)]
+    res = write_leaderboard(tmp_path / "res", rows, samples_for=[])
+    text = report.build_report(res)
+    assert "| ddim (w=4) |" in text and "(n=" not in section(text, "**FID**", "![")  # 12 runs, no seeds
+    guided = section(text, "### Classifier-free guidance", "### Samples")
+    assert "| Sampler | w = 0 | w = 1 | w = 4 |" in guided and "| dpm | 3.00 | 4.00 | 7.00 |" in guided  # 3 + w
+    for m in ("fid", "class_accuracy"):
+        for n in (10, 20):
+            assert (res / "figures" / f"{m}_vs_guidance_digits-ddpm-digits_nfe{n}.png").stat().st_size > 1000
