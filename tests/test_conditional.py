@@ -119,3 +119,16 @@ def test_conditioning_errors_are_one_line():
     with pytest.raises(ModelError, match="guidance_scale must be a finite number >= 0"):
         nfebench.sample(m.network, m.schedule, noise(m, 2), "ddim", 5, class_labels=[1, 2], guidance_scale=-1.0,
                         null_class=NULL)
+
+
+def test_the_embedded_conditional_model_loads_with_its_null_label():
+    from pathlib import Path
+
+    from nfebench.models import load_model
+
+    path = Path(__file__).resolve().parents[1] / "checkpoints" / "digits-cond"
+    m = load_model("diffusers", path=str(path))
+    assert (m.num_classes, m.null_class, m.sample_shape) == (10, 10, (1, 8, 8))
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([700.0, 700.0])
+    c, u = (m(x, t, class_labels=torch.tensor([3, 3]), guidance_scale=w, null_class=10) for w in (1.0, 0.0))
+    assert not torch.allclose(c, u)  # the label changes eps: it was trained conditionally
