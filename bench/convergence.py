@@ -82,7 +82,8 @@ def _on_karras(case):
 
 SCHEDULE_CASES = {
     "vp_linear": [_BY_NAME[n] for n in SCHEDULE_NAMES],
-    "ve": [_on_karras(_BY_NAME[n]) if n in ("ddim", "deis order 2 (tAB)", "ipndm") else _BY_NAME[n]
+    "ve": [_on_karras(_BY_NAME[n]) if n in ("ddim", "deis order 2 (tAB)", "deis order 3 (logrho)", "ipndm")
+           else _BY_NAME[n]
            for n in SCHEDULE_NAMES],
 }
 

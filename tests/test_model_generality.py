@@ -185,3 +185,17 @@ def test_vlb_learned_variance_reduces_to_the_fixed_ones():
     learned = bound(_with_variance(m.network, 1.0), variance_type="learned_range", variance="learned")
     assert learned["kl_bpd"] == pytest.approx(large["kl_bpd"], rel=1e-10)
     assert learned["variance"] == "learned"
+
+
+def test_a_loaded_model_is_taken_as_eps_with_its_own_schedule():
+    """nfebench.sample(model, model.schedule, ...) on a loaded VE model equals sampling its raw network through the
+    adapter; a loaded model with a prediction_type or another schedule is an error, not a double conversion."""
+    m = oracle("ve", "score")
+    xT = x_T(m)
+    a = nfebench.sample(m, m.schedule, xT, "dpmpp", 6)
+    b = nfebench.sample(m.network, m.schedule, xT, "dpmpp", 6, prediction_type="score")
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    with pytest.raises(SamplerError, match="is a loaded EpsModel"):
+        nfebench.sample(m, m.schedule, xT, "dpmpp", 6, prediction_type="score")
+    with pytest.raises(SamplerError, match="is a loaded EpsModel"):
+        nfebench.sample(m, linear_betas(), xT, "dpmpp", 6)

@@ -235,3 +235,19 @@ def test_edm_pickle_factory_is_the_denoiser_unchanged(factory_dir, monkeypatch, 
                    schedule="ve", sample_shape=[1, 8, 8])
     with pytest.raises(ModelError, match="model.kwargs.path is not set"):
         load_model("python", factory="nfebench.models.external:edm_pickle", schedule="ve", sample_shape=[1, 8, 8])
+
+
+def test_new_model_keys_at_their_default_leave_the_run_key_unchanged():
+    """Rows recorded before prediction_type / variance_type / schedule existed keep their run_id (make reproduce
+    skips them); setting one of them gives a new point."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import nfebench.__main__ as entry
+    from nfebench.run import run_key, validate
+
+    with initialize_config_dir(config_dir=str(entry.CONF_DIR), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose(config_name="config", overrides=["model=gmm_digits", "device=cpu"]))
+    old = {**cfg, "model": {k: v for k, v in cfg["model"].items() if k not in ("prediction_type", "schedule")}}
+    assert run_key(validate(cfg)) == run_key(validate(old))
+    assert run_key(validate({**cfg, "model": {**cfg["model"], "schedule": "ve"}})) != run_key(validate(cfg))

@@ -209,7 +209,7 @@ def test_fixed_seed_gives_the_same_number_twice(gmm, test_images):
 
 
 # --- the API ------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("method,bad", [("vlb", "variance_type"), ("ode", "tol")])
+@pytest.mark.parametrize("method,bad", [("vlb", "variance_kind"), ("ode", "tol")])  # variance_type is an argument
 def test_unknown_option_is_a_one_line_error(gmm, test_images, method, bad):
     with pytest.raises(ValueError) as e:
         nfebench.nll(gmm, gmm.betas, test_images[:2], method=method, nfe=2, **{bad: 1})

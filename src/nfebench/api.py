@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
 
-from functools import partial
-
+from .models.base import EpsModel
 from .models.parametrization import EpsAdapter, check_guidance
 from .samplers import CountedEps, SamplerError, get_sampler
 from .samplers.common import as_noise
@@ -39,6 +39,18 @@ def to_vp_frame(x_T: torch.Tensor, schedule: Schedule) -> torch.Tensor:
     return x_T if scale == 1.0 else x_T / scale
 
 
+def as_eps(model_fn: Callable, schedule: Schedule, prediction_type: str, variance_type) -> Callable:
+    """eps(x_vp, tau) of a raw network (through the adapter), or a loaded EpsModel as it is (it is already eps in
+    the VP frame, with its own parametrization and schedule; the schedule passed must be that one)."""
+    if not isinstance(model_fn, EpsModel):
+        return EpsAdapter(model_fn, schedule, prediction_type, variance_type)
+    if schedule.describe() != model_fn.schedule.describe() or (prediction_type, variance_type) != ("epsilon", None):
+        raise SamplerError(f"model {model_fn.name!r} is a loaded EpsModel (already eps, {model_fn.prediction_type} "
+                           f"on {model_fn.schedule.describe()}): pass model.schedule and no prediction_type or "
+                           f"variance_type (or pass model.network, the raw network, with them)")
+    return model_fn
+
+
 def sample(model_fn: Callable, betas_or_schedule, x_T: torch.Tensor, sampler: str = "dpm", nfe: int = 10,
            generator=None, prediction_type: str = "epsilon", *, variance_type: str | None = None,
            return_nfe: bool = False, class_labels=None, guidance_scale: float | None = None,
@@ -50,7 +62,8 @@ def sample(model_fn: Callable, betas_or_schedule, x_T: torch.Tensor, sampler: st
     state, or x_0 + sigma eps on a VE schedule); it returns its prediction_type: epsilon | sample (x_0) |
     v_prediction | score (docs/models.md; nfebench.models.parametrization turns it into eps).
     betas_or_schedule: a nfebench.schedules schedule (Discrete, VPLinear, VE) or a plain 1-D betas array (length
-    T, the Discrete schedule: between integers, linear interpolation of log(alpha_bar)).
+    T, the Discrete schedule: between integers, linear interpolation of log(alpha_bar)). A loaded EpsModel
+    (nfebench.models.load_model) is taken as it is, with its own schedule: nfebench.sample(model, model.schedule, ..).
     x_T: the starting noise in the model's space (N(0, I); on VE: sigma_max * z, as EDM draws it).
     variance_type: learned | learned_range for networks with 2C output channels (ddpm's variance=learned).
     class_labels: one integer label per sample (a class-conditional model, then called model_fn(x, tau, labels));
@@ -66,9 +79,9 @@ def sample(model_fn: Callable, betas_or_schedule, x_T: torch.Tensor, sampler: st
     check_nfe(nfe, spec.min_nfe, sampler)
     sched = as_schedule(betas_or_schedule)
     y = check_guidance(class_labels, guidance_scale, null_class, x_T.shape[0])
-    adapter = EpsAdapter(model_fn, sched, prediction_type, variance_type)
-    eps = CountedEps(adapter if y is None else partial(adapter, class_labels=y, guidance_scale=guidance_scale,
-                                                       null_class=null_class), budget=nfe)
+    eps_fn = as_eps(model_fn, sched, prediction_type, variance_type)
+    eps = CountedEps(eps_fn if y is None else partial(eps_fn, class_labels=y, guidance_scale=guidance_scale,
+                                                      null_class=null_class), budget=nfe)
     with torch.no_grad():
         x0 = spec.fn(eps, sched, to_vp_frame(x_T, sched), nfe, as_noise(generator), **opts)
     return (x0, eps.calls) if return_nfe else x0
@@ -97,5 +110,5 @@ def nll(model_fn: Callable, betas_or_schedule, images_uint8: torch.Tensor, metho
     from .metrics.nll import nll as _nll
 
     sched = as_schedule(betas_or_schedule)
-    return _nll(EpsAdapter(model_fn, sched, prediction_type, variance_type), sched, images_uint8, method=method,
+    return _nll(as_eps(model_fn, sched, prediction_type, variance_type), sched, images_uint8, method=method,
                 nfe=nfe, generator=generator, **options)

@@ -54,6 +54,9 @@ class RunFailed(RuntimeError):
 
 # Keys that change where or how fast a run goes, not what it produces: excluded from the run key.
 NON_KEY_FIELDS = ("results_dir", "device", "batch_size", "force")
+# Model keys added after rows were recorded: left out of the key while null (their default), so those rows keep
+# their run_id.
+LATER_MODEL_KEYS = ("prediction_type", "variance_type", "schedule")
 
 
 @dataclass
@@ -147,6 +150,7 @@ def run_key(p: Point) -> str:
     if runtime.get("autocast"):                 # bf16 autocast changes the numbers, so it is part of the key
         keyed["autocast"] = runtime["autocast"]
     keyed["sampler"] = {"name": p.sampler, **p.sampler_options}
+    keyed["model"] = {k: v for k, v in keyed["model"].items() if not (k in LATER_MODEL_KEYS and v is None)}
     keyed = portable(keyed)  # the repository's own checkpoints are named relative to it: one key in every clone
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{p.model.get('name', 'model')}-{p.sampler}-nfe{p.nfe}-s{p.seed}-{digest}"
@@ -460,7 +464,9 @@ def print_row(row: dict, board: Path, timings: dict) -> None:
 
     keys = ["model", "sampler", "nfe", "nfe_used", "num_samples", "fid", "is_mean", "kid_mean",
             "feature_extractor", "reference"] + (["nll_bpd", "nll_method", "nll_variance", "nll_nfe"]
-                                                  if row.get("nll_method") else [])
+                                                  if row.get("nll_method") else []) + (
+        ["guidance_scale", "network_passes", "class_accuracy"] if row.get("guidance_scale") is not None
+        or row.get("class_accuracy") is not None else [])
     w = max(len(k) for k in keys)
     spent = ", ".join(f"{k.split('_')[0]} {v:.1f} s" for k, v in timings.items())
     print("\n".join([""] + [f"  {k:<{w}}  {fmt(row.get(k))}" for k in keys]

@@ -33,6 +33,8 @@ from tau = 0 (the data end: z is treated as a sample of p_{tau=0}) to tau = T-1,
     log p_0(z) = log N(x(lambda_{T-1}); 0, I) + integral_{lambda_0}^{lambda_{T-1}} div dlambda      (nats)
     bpd = -log p_0(z) / (D ln 2) + 7     (+8 for the 256 levels, -1 for the Jacobian of [0, 1] -> [-1, 1]).
 
+On continuous schedules (nfebench.schedules VPLinear, VE) read t_min for tau = 0 and t_max for T-1 throughout.
+
 The trace is exact (D vector-Jacobian products with the basis vectors) or Hutchinson's estimate with Rademacher probes
 fixed per image for the whole solve (Grathwohl et al. 2019). Solvers: scipy's adaptive RK45 (reference), or fixed-step
 Euler / Heun on a grid of the model's timesteps that spend the budget.

@@ -43,6 +43,12 @@ class EpsModel:
         if self.betas is None and self.schedule.discrete:
             self.betas = self.schedule.betas
 
+    @property
+    def network(self) -> Callable:
+        """The raw network in its own terms (x_model, tau) -> prediction_type (uncounted), for nfebench.sample with
+        prediction_type and schedule given."""
+        return getattr(self.fn, "network", self.fn)
+
     def __call__(self, x: torch.Tensor, t: torch.Tensor, **conditioning) -> torch.Tensor:
         """eps(x, t); conditioning (class_labels=, guidance_scale=) goes to the adapter (models.parametrization)."""
         self.calls += 1

@@ -141,8 +141,9 @@ def load_gmm(device="cpu", dataset: str = "digits", n_components: int = 20, reg_
              schedule=None, conditional: bool = False) -> EpsModel:
     """The oracle as an EpsModel. schedule: None (Discrete(betas), default linear betas), a Schedule, or a config
     value for nfebench.schedules.from_config ("ve", {kind: vp_linear, beta_max: 20}, ...); prediction_type: the
-    parametrization it presents itself as (the adapter turns it back into the exact eps). conditional: one Gaussian
-    per class (n_components is then the number of classes), num_classes = null_class = K (module docstring)."""
+    parametrization it presents itself as (None: epsilon; the adapter turns it back into the exact eps). conditional:
+    one Gaussian per class (n_components is then the number of classes), num_classes = null_class = K (module
+    docstring)."""
     if schedule is not None and betas is not None:
         raise ModelError("give the oracle either betas or a schedule, not both")
     if isinstance(schedule, Schedule):
@@ -151,6 +152,7 @@ def load_gmm(device="cpu", dataset: str = "digits", n_components: int = 20, reg_
         sched = from_config(schedule)
     else:
         sched = Discrete(linear_betas() if betas is None else betas)
+    prediction_type = prediction_type or "epsilon"
     w, m, c, shape = fit_class_gaussians(dataset, reg_covar) if conditional else fit_gmm(dataset, n_components,
                                                                                         reg_covar, seed)
     gmm = GaussianMixtureVP(w, m, c, sched, shape)
@@ -161,5 +163,4 @@ def load_gmm(device="cpu", dataset: str = "digits", n_components: int = 20, reg_
                      dtype={"float32": torch.float32, "float64": torch.float64}[dtype], device=torch.device(device),
                      schedule=sched, prediction_type=prediction_type, **classes)
     model.gmm = gmm  # exact sampling and density for tests and NLL checks
-    model.network = network  # the oracle in the model's own terms (for nfebench.sample with prediction_type)
     return model
