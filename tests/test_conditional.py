@@ -132,3 +132,20 @@ def test_the_embedded_conditional_model_loads_with_its_null_label():
     x, t = torch.randn(2, 1, 8, 8), torch.tensor([700.0, 700.0])
     c, u = (m(x, t, class_labels=torch.tensor([3, 3]), guidance_scale=w, null_class=10) for w in (1.0, 0.0))
     assert not torch.allclose(c, u)  # the label changes eps: it was trained conditionally
+
+
+def test_conditioning_keys_at_their_defaults_leave_the_run_key_unchanged():
+    """Rows recorded before guidance existed keep their run_id; guidance or a conditional oracle is a new point."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import nfebench.__main__ as entry
+    from nfebench.run import run_key, validate
+
+    with initialize_config_dir(config_dir=str(entry.CONF_DIR), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose(config_name="config", overrides=["model=gmm_digits", "device=cpu"]))
+    old = {k: v for k, v in cfg.items() if k not in ("guidance_scale", "class_labels")}
+    old["model"] = {k: v for k, v in cfg["model"].items() if k != "conditional"}
+    assert run_key(validate(cfg)) == run_key(validate(old))
+    cond = {**cfg, "model": {**cfg["model"], "conditional": True}}
+    assert len({run_key(validate(c)) for c in (cfg, cond, {**cond, "guidance_scale": 2.0})}) == 3

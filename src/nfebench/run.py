@@ -57,6 +57,9 @@ NON_KEY_FIELDS = ("results_dir", "device", "batch_size", "force")
 # Model keys added after rows were recorded: left out of the key while null (their default), so those rows keep
 # their run_id.
 LATER_MODEL_KEYS = ("prediction_type", "variance_type", "schedule")
+# Added with class conditioning, left out of the key at their defaults for the same reason.
+LATER_DEFAULTS = {"guidance_scale": None, "class_labels": None}
+LATER_MODEL_DEFAULTS = {"num_classes": None, "null_class": None, "conditional": False}
 
 
 @dataclass
@@ -150,7 +153,9 @@ def run_key(p: Point) -> str:
     if runtime.get("autocast"):                 # bf16 autocast changes the numbers, so it is part of the key
         keyed["autocast"] = runtime["autocast"]
     keyed["sampler"] = {"name": p.sampler, **p.sampler_options}
-    keyed["model"] = {k: v for k, v in keyed["model"].items() if not (k in LATER_MODEL_KEYS and v is None)}
+    keyed["model"] = {k: v for k, v in keyed["model"].items() if not (k in LATER_MODEL_KEYS and v is None)
+                      and not (k in LATER_MODEL_DEFAULTS and v == LATER_MODEL_DEFAULTS[k])}
+    keyed = {k: v for k, v in keyed.items() if not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
     keyed = portable(keyed)  # the repository's own checkpoints are named relative to it: one key in every clone
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:10]
     return f"{p.model.get('name', 'model')}-{p.sampler}-nfe{p.nfe}-s{p.seed}-{digest}"
