@@ -298,3 +298,19 @@ def test_report_marks_ties_with_the_best_and_degrades_without_features(tmp_path,
 
 def test_holm_adjustment():
     assert report.holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+
+
+def test_report_guidance_sweep_plots_fid_and_accuracy_against_w(tmp_path):
+    """Rows that differ only in guidance_scale are variants (never averaged as seeds); the report gains
+    FID-vs-guidance and accuracy-vs-guidance per NFE."""
+    rows = [make_row(s, n, fid=f + w, guidance_scale=w, class_accuracy=0.5 + w / 10, network_passes=2 * n,
+                     run_id=f"{s}-{n}-{w}")
+            for s, f in (("ddim", 5.0), ("dpm", 3.0)) for n in (10, 20) for w in (0.0, 1.0, 4.0)]
+    res = write_leaderboard(tmp_path / "res", rows, samples_for=[])
+    text = report.build_report(res)
+    assert "| ddim (w=4) |" in text and "(n=" not in section(text, "**FID**", "![")  # 12 runs, no seeds
+    guided = section(text, "### Classifier-free guidance", "### Samples")
+    assert "| Sampler | w = 0 | w = 1 | w = 4 |" in guided and "| dpm | 3.00 | 4.00 | 7.00 |" in guided  # 3 + w
+    for m in ("fid", "class_accuracy"):
+        for n in (10, 20):
+            assert (res / "figures" / f"{m}_vs_guidance_digits-ddpm-digits_nfe{n}.png").stat().st_size > 1000

@@ -56,3 +56,28 @@ def test_weight_cap_shifts_the_loss_towards_high_noise():
     assert plain == loss(0.5)  # caps <= 1 are L_simple
     assert capped < 0.2 * plain
     assert loss(10.0) < plain and capped < loss(10.0)
+
+
+def test_label_dropout_replaces_labels_by_null_at_its_rate():
+    from nfebench.train import drop_labels
+
+    y = torch.arange(10).repeat(2000)
+    d = drop_labels(y, 10, 0.15, torch.Generator().manual_seed(0))
+    dropped = d == 10
+    assert abs(dropped.float().mean().item() - 0.15) < 0.01
+    assert torch.equal(d[~dropped], y[~dropped])
+    assert torch.equal(drop_labels(y, 10, 0.0), y)
+
+
+def test_conditional_training_makes_a_unet_with_a_null_embedding(tmp_path):
+    from diffusers import UNet2DModel
+
+    from nfebench.train import train_ddpm
+
+    stats = train_ddpm(3, 8, 1e-3, 0.999, 0, tmp_path, num_classes=10, label_dropout=0.15)
+    model = UNet2DModel.from_pretrained(tmp_path)
+    assert model.config.num_class_embeds == 11 and stats["num_classes"] == 10
+    x, n = torch.randn(2, 1, 8, 8), torch.tensor([500, 500])
+    with torch.no_grad():  # the label reaches the network: two labels, two outputs
+        a, b = (model(x, n, class_labels=torch.tensor([c, c])).sample for c in (3, 10))
+    assert not torch.allclose(a, b)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable
 
 import torch
 
 from .models.base import EpsModel
-from .models.parametrization import EpsAdapter
+from .models.parametrization import EpsAdapter, check_guidance
 from .samplers import CountedEps, SamplerError, get_sampler
 from .samplers.common import as_noise
 from .schedules import Schedule, as_schedule
@@ -53,7 +54,8 @@ def as_eps(model_fn: Callable, schedule: Schedule, prediction_type: str, varianc
 
 def sample(model_fn: Callable, betas_or_schedule, x_T: torch.Tensor, sampler: str = "dpm", nfe: int = 10,
            generator=None, prediction_type: str = "epsilon", *, variance_type: str | None = None,
-           return_nfe: bool = False, **options):
+           return_nfe: bool = False, class_labels=None, guidance_scale: float | None = None,
+           null_class: int | None = None, **options):
     """Solve from x_T to x_0 with `sampler`, calling model_fn at most `nfe` times.
 
     model_fn(x, tau): the network in its own terms. tau is the model's own time variable, a float tensor of shape
@@ -65,6 +67,10 @@ def sample(model_fn: Callable, betas_or_schedule, x_T: torch.Tensor, sampler: st
     (nfebench.models.load_model) is taken as it is, with its own schedule: nfebench.sample(model, model.schedule, ..).
     x_T: the starting noise in the model's space (N(0, I); on VE: sigma_max * z, as EDM draws it).
     variance_type: learned | learned_range for networks with 2C output channels (ddpm's variance=learned).
+    class_labels: one integer label per sample (a class-conditional model, then called model_fn(x, tau, labels));
+    guidance_scale w: classifier-free guidance eps = eps_u + w (eps_c - eps_u) in eps after the parametrization's
+    conversion (diffusers' convention; None or 1: the conditional model alone, 0: unconditional), eps_u the model
+    at null_class. One guided evaluation counts as one NFE (two network passes, batched as one forward of 2B).
     generator: None, a torch.Generator, or a nfebench.samplers.PerSampleNoise (batch-size-independent noise).
     options: the sampler's own options (see nfebench.samplers.SAMPLERS[name].options); unknown ones are errors.
     Returns x_0 (and the number of evaluations spent if return_nfe=True).
@@ -73,7 +79,10 @@ def sample(model_fn: Callable, betas_or_schedule, x_T: torch.Tensor, sampler: st
     opts = spec.check_options(options)
     check_nfe(nfe, spec.min_nfe, sampler)
     sched = as_schedule(betas_or_schedule)
-    eps = CountedEps(as_eps(model_fn, sched, prediction_type, variance_type), budget=nfe)
+    y = check_guidance(class_labels, guidance_scale, null_class, x_T.shape[0])
+    eps_fn = as_eps(model_fn, sched, prediction_type, variance_type)
+    eps = CountedEps(eps_fn if y is None else partial(eps_fn, class_labels=y, guidance_scale=guidance_scale,
+                                                      null_class=null_class), budget=nfe)
     with torch.no_grad():
         x0 = spec.fn(eps, sched, to_vp_frame(x_T, sched), nfe, as_noise(generator), **opts)
     return (x0, eps.calls) if return_nfe else x0

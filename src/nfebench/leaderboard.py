@@ -56,6 +56,10 @@ COLUMNS = [
     "fid_infinity",        # FID_inf, Chong & Forsyth's extrapolation to infinitely many samples (metrics.fid_infinity)
     "prc_precision",       # precision, Kynkaanniemi et al. k=3, in the FID feature space (metrics.prc)
     "prc_recall",          # recall, same (metrics.prc)
+    # --- added with class conditioning and guidance ---
+    "guidance_scale",      # classifier-free guidance w (eps_u + w (eps_c - eps_u)); empty: the model's plain behaviour
+    "network_passes",      # network passes per sample: nfe_used, x2 where both halves of guidance ran
+    "class_accuracy",      # fraction of samples the dataset's classifier labels as asked (digits-cnn; else empty)
 ]
 
 

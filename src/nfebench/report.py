@@ -31,7 +31,8 @@ from .report_names import RANK_REFERENCES, find_rule, nll_published_names
 
 PUBLISHED_CSV = Path(__file__).resolve().parent / "data" / "published_results.csv"
 NLL_COLUMNS = ["nll_method", "nll_variance", "nll_nfe", "nll_num_images"]  # added by the NLL work; may be absent
-NUMERIC = ["nfe", "nfe_used", "num_samples", "seed", "fid", "is_mean", "is_std", "kid_mean", "kid_std", "nll_bpd",
+NUMERIC = ["guidance_scale", "class_accuracy", "network_passes",
+           "nfe", "nfe_used", "num_samples", "seed", "fid", "is_mean", "is_std", "kid_mean", "kid_std", "nll_bpd",
            "sampling_seconds", "samples_per_second", "nll_nfe", "nll_num_images"]
 QUALITY = [("fid", "FID", "lower is better"), ("is_mean", "IS", "higher is better"),
            ("kid_mean", "KID", "lower is better")]
@@ -108,8 +109,9 @@ def variant_labels(df: pd.DataFrame) -> list[str]:
         keys = sorted({k for o in opts for k in o} - INPUT_OPTIONS)
         varying[sampler] = [k for k in keys if len({json.dumps(o.get(k), sort_keys=True) for o in opts}) > 1]
     labels = []
-    for sampler, opts in zip(df["sampler"], df["options"]):
+    for sampler, opts, w in zip(df["sampler"], df["options"], df["guidance_scale"]):
         parts = [f"{k}={_short(opts.get(k))}" for k in varying.get(sampler, [])]
+        parts += [f"w={w:g}"] if pd.notna(w) else []  # guided runs: one variant per guidance scale, never "seeds"
         labels.append(f"{sampler} ({', '.join(parts)})" if parts else sampler)
     return labels
 
@@ -218,7 +220,8 @@ def protocol_groups(rows: pd.DataFrame):
     """(Protocol, rows) per measurement protocol, for the rows that have at least one of FID / IS / KID."""
     scored = rows[rows[[m for m, _, _ in QUALITY]].notna().any(axis=1)]
     # rows that differ only in their NLL settings scored the very same samples: count them once, not as seeds
-    scored = scored.drop_duplicates(["sampler", "sampler_options", "nfe", "seed", "num_samples", *PROTOCOL])
+    key = ["sampler", "sampler_options", "nfe", "seed", "guidance_scale", "num_samples", *PROTOCOL]
+    scored = scored.drop_duplicates([c for c in key if c in scored])  # (guidance_scale: absent in old frames)
     for key, g in scored.groupby(PROTOCOL, dropna=False, sort=True):
         yield Protocol(key[0], key[1], float(key[2])), g
 
@@ -366,9 +369,9 @@ def _line_styles(n: int):
 
 
 def plot_lines(agg: pd.DataFrame, x: str, by: str, xlabel: str, ylabel: str, title: str, path: Path,
-               log_y: bool = False) -> None:
-    """One line per `by` (mean), error bars and a band of +- std where several seeds were run; log x (and log y,
-    if asked and the values span more than a factor 20)."""
+               log_y: bool = False, log_x: bool = True) -> None:
+    """One line per `by` (mean), error bars and a band of +- std where several seeds were run; log x unless
+    log_x=False (and log y, if asked and the values span more than a factor 20)."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
@@ -381,7 +384,8 @@ def plot_lines(agg: pd.DataFrame, x: str, by: str, xlabel: str, ylabel: str, tit
                     capsize=3, label=label)
         if std.any():
             ax.fill_between(g[x], g["mean"] - std, g["mean"] + std, color=color, alpha=0.15, lw=0)
-    ax.set_xscale("log")
+    if log_x:
+        ax.set_xscale("log")
     if log_y and (agg["mean"] > 0).all() and agg["mean"].max() > 20 * agg["mean"].min():
         from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
@@ -672,6 +676,33 @@ def grids_section(model: str, dataset: str, rows: pd.DataFrame, results_dir: Pat
     return out
 
 
+GUIDED = (("fid", "FID", "lower is better"), ("class_accuracy", "Class accuracy", "higher is better"))
+
+
+def guidance_section(model: str, dataset: str, rows: pd.DataFrame, figures: Path) -> list[str]:
+    """FID and class accuracy against the guidance scale w, per NFE (one line per sampler), where w was swept."""
+    rows = rows[rows["guidance_scale"].notna()]
+    if rows["guidance_scale"].nunique() < 2:
+        return []
+    out = ["### Classifier-free guidance", "",
+           "One guided evaluation counts as one NFE (it runs the network twice: `network_passes`); w = 0 is the "
+           "unconditional model, w = 1 the conditional one. Class accuracy: the fraction of samples the dataset's "
+           "classifier labels as the class they were asked for.", ""]
+    for nfe, g in rows.groupby("nfe"):
+        for metric, name, better in GUIDED:
+            agg = aggregate(g, metric, x="guidance_scale", by="sampler")
+            if agg.empty:
+                continue
+            tag = f"{metric}_vs_guidance_{slug(model, dataset)}_nfe{fmt_nfe(nfe)}.png"
+            out += [f"**{name}** ({better}) at NFE {fmt_nfe(nfe)}, model `{model}`, dataset `{dataset}`, "
+                    f"{fmt_nfe(g['num_samples'].iloc[0])} samples per run:", "",
+                    pivot_table(agg, x="guidance_scale", by="sampler", column="w ="), ""]
+            plot_lines(agg, "guidance_scale", "sampler", "guidance scale w", name,
+                       f"{model} on {dataset}: {name} vs guidance, NFE {fmt_nfe(nfe)}", figures / tag, log_x=False)
+            out += [f"![{name} vs guidance, {model}, NFE {fmt_nfe(nfe)}](figures/{tag})", ""]
+    return out
+
+
 def model_section(model: str, dataset: str, rows: pd.DataFrame, published: pd.DataFrame, results_dir: Path,
                   figures: Path) -> list[str]:
     out = [f"## Model `{model}`, dataset `{dataset}`", ""]
@@ -685,6 +716,7 @@ def model_section(model: str, dataset: str, rows: pd.DataFrame, published: pd.Da
                 ""]
     for i, (proto, g) in enumerate(groups, 1):
         out += quality_section(model, dataset, proto, g, published, figures, i, results_dir)
+    out += guidance_section(model, dataset, rows, figures)
     out += nll_section(model, dataset, rows, published, figures)
     out += grids_section(model, dataset, rows, results_dir, figures)
     return out

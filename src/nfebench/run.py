@@ -3,7 +3,7 @@
 Data flows forward only. Everything the run writes goes under results_dir, each file atomically:
     results_dir/runs/<run_id>/config.yaml          the resolved config
     results_dir/runs/<run_id>/shards/A-B.npz       samples A..B-1, written as each batch finishes (resume points)
-    results_dir/runs/<run_id>/samples.npz          uint8 samples [N, C, H, W] and their per-sample seeds
+    results_dir/runs/<run_id>/samples.npz          uint8 samples [N, C, H, W], their per-sample seeds (and class labels)
     results_dir/runs/<run_id>/grid.png             the first 100 samples
     results_dir/runs/<run_id>/features.npz         per-sample features the metrics were computed from (see score)
     results_dir/runs/<run_id>/nll.npz              NLL runs: per_image_bpd of the test images, in split order
@@ -24,7 +24,8 @@ import math
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from .data import load_split
 from .images import to_uint8
 from .leaderboard import append_row, atomic_write_bytes, atomic_write_text, read_leaderboard
 from .models import load_model
+from .models.parametrization import check_guidance, network_passes
 from .paths import portable
 from .api import check_nfe, dry_run, to_vp_frame
 from .samplers import CountedEps, PerSampleNoise, SamplerError, get_sampler
@@ -57,8 +59,10 @@ class RunFailed(RuntimeError):
 # Keys that change where or how fast a run goes, not what it produces: excluded from the run key.
 NON_KEY_FIELDS = ("results_dir", "device", "batch_size", "force")
 # Config keys added after rows were recorded: at these defaults they are left out of the key, so earlier run ids
-# (and the rows already in a leaderboard, which make reproduce skips) stay valid.
-LATER_DEFAULTS = {"model": {"prediction_type": None, "variance_type": None, "schedule": None},
+# (and the rows already in a leaderboard, which make reproduce skips) stay valid. None: top-level keys.
+LATER_DEFAULTS = {None: {"guidance_scale": None, "class_labels": None},
+                  "model": {"prediction_type": None, "variance_type": None, "schedule": None,
+                            "num_classes": None, "null_class": None, "conditional": False},
                   "metrics": {"reference_stats": None, "fid_infinity": False, "prc": False},
                   "sampler": {"elbo_costs": None,  # the chain samplers' spacing=elbo input
                               "atol": 0.0078, "rtol": 0.05}}  # dpm's method=adaptive tolerances
@@ -82,6 +86,9 @@ class Point:
     results_dir: Path
     force: bool
     tuned: dict | None = None  # sampler.spacing=tuned: the cached grid (nfebench.tuning.load_tuned)
+    guidance_scale: float | None = None
+    class_labels: list | None = None  # as configured: None (drawn per sample) or a fixed list
+    labels: dict = field(default_factory=dict)  # per-sample seed -> its class label (set once the model is loaded)
 
 
 def _positive_int(cfg: dict, key: str) -> int:
@@ -111,6 +118,12 @@ def validate(cfg: DictConfig | dict) -> Point:
     opts = spec.check_options(sampler_cfg)
     nfe = c.get("nfe")
     check_nfe(nfe, spec.min_nfe, name)
+    w, labels = c.get("guidance_scale"), c.get("class_labels")
+    if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0):
+        raise ConfigError(f"guidance_scale must be a finite number >= 0 or null, got {w!r}")
+    if labels is not None and (not isinstance(labels, list) or not labels
+                               or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels)):
+        raise ConfigError(f"class_labels must be null or a non-empty list of integers, got {labels!r}")
     results_dir, tuned = Path(c.get("results_dir", "results")), None
     if opts.get("spacing") == "tuned":
         from .tuning import load_tuned
@@ -120,7 +133,8 @@ def validate(cfg: DictConfig | dict) -> Point:
                  metrics=dict(c["metrics"]), nfe=nfe, num_samples=_positive_int(c, "num_samples"),
                  batch_size=_positive_int(c, "batch_size"), seed=int(c.get("seed", 0)),
                  device=resolve_device(c.get("device", "auto")), results_dir=results_dir,
-                 force=bool(c.get("force", False)), tuned=tuned)
+                 force=bool(c.get("force", False)), tuned=tuned, guidance_scale=None if w is None else float(w),
+                 class_labels=labels)
 
 
 def sampler_call_options(p: Point) -> dict:
@@ -128,6 +142,27 @@ def sampler_call_options(p: Point) -> dict:
     if p.tuned is None:
         return p.sampler_options
     return {**{k: v for k, v in p.sampler_options.items() if k != "tuned_grid"}, "timesteps": p.tuned["timesteps"]}
+
+
+def class_labels_for(p: Point, model, seeds: list[int]) -> dict:
+    """seed -> class label for each sample: drawn uniformly over model.num_classes from the sample's own seed, or
+    the configured list (sample i gets class_labels[i % len]); {} for an unconditional model."""
+    k = model.num_classes
+    if k is None:
+        if p.class_labels is not None or p.guidance_scale is not None:
+            raise ConfigError(f"class_labels / guidance_scale need a class-conditional model; model {model.name!r} "
+                              f"has no class labels (set model.num_classes if it has)")
+        return {}
+    if p.class_labels is None:
+        labels = [int(np.random.default_rng([s, 1]).integers(k)) for s in seeds]
+    else:
+        bad = [v for v in p.class_labels if not 0 <= v < k]
+        if bad:
+            raise ConfigError(f"class_labels: label {bad[0]} is out of range; allowed: 0..{k - 1} "
+                              f"(model.num_classes={k})")
+        labels = [p.class_labels[i % len(p.class_labels)] for i in range(len(seeds))]
+    check_guidance(labels, p.guidance_scale, model.null_class)
+    return dict(zip(seeds, labels))
 
 
 def run_key(p: Point) -> str:
@@ -138,7 +173,9 @@ def run_key(p: Point) -> str:
         keyed["autocast"] = runtime["autocast"]
     keyed["sampler"] = {"name": p.sampler, **p.sampler_options}
     for group, defaults in LATER_DEFAULTS.items():
-        if isinstance(keyed.get(group), dict):
+        if group is None:
+            keyed = {k: v for k, v in keyed.items() if not (k in defaults and v == defaults[k])}
+        elif isinstance(keyed.get(group), dict):
             keyed[group] = {k: v for k, v in keyed[group].items() if not (k in defaults and v == defaults[k])}
     keyed = portable(keyed)  # the repository's own checkpoints are named relative to it: one key in every clone
     digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode()).hexdigest()[:10]
@@ -197,7 +234,10 @@ def generate(model, p: Point, seeds: list[int], shard_dir: Path | None = None, p
                 noise = PerSampleNoise(seeds[i:j])
                 x = to_vp_frame(sched.prior_std * noise.randn(model.sample_shape, dtype=model.dtype), sched)
                 x = x.to(model.device)
-                eps = CountedEps(model, budget=p.nfe)
+                cond = {} if not p.labels else dict(
+                    class_labels=torch.tensor([p.labels[s] for s in seeds[i:j]]), guidance_scale=p.guidance_scale,
+                    null_class=model.null_class)
+                eps = CountedEps(partial(model, **cond), budget=p.nfe)
                 x0 = spec.fn(eps, sched, x, p.nfe, noise, **sampler_call_options(p))
                 bad = eps.nonfinite or (None if torch.isfinite(x0).all() else
                                         "the sampler's output was NaN/Inf after its last evaluation")
@@ -206,8 +246,8 @@ def generate(model, p: Point, seeds: list[int], shard_dir: Path | None = None, p
                         _save_npz(shard_dir.parent / f"failed-{i:07d}-{j:07d}.npz", samples=x0.float().cpu().numpy(),
                                   seeds=np.array(seeds[i:j], dtype=np.uint32))
                     raise RunFailed(f"NaN/Inf in samples {i}..{j - 1}: {bad}")
-                batch = to_uint8(x0).cpu()
-                dt = time.perf_counter() - t0
+                dt = time.perf_counter() - t0  # sampling alone; a latent model's decode is timed by its decoder
+                batch = to_uint8(x0 if model.decoder is None else model.decoder(x0)).cpu()
                 if shard_dir:
                     _save_npz(shard_dir / f"{i:07d}-{j:07d}.npz", samples=batch.numpy(), nfe_used=eps.calls,
                               seconds=dt)
@@ -281,6 +321,22 @@ def score(samples: torch.Tensor, p: Point, progress=True, features_path: Path | 
             "kid_mean": res.get(KID_MEAN), "kid_std": res.get(KID_STD),
             "feature_extractor": m["feature_extractor"], "reference": reference,
             "fid_infinity": res.get(FID_INF), "prc_precision": res.get(PRECISION), "prc_recall": res.get(RECALL)}
+
+
+def class_accuracy(samples: torch.Tensor, p: Point) -> dict:
+    """The fraction of samples the dataset's classifier assigns the label they were asked for, for a model trained
+    on that dataset (digits: digits-cnn; empty for others: the Inception classifier for ImageNet is a later step)."""
+    if not p.labels or p.dataset.get("feature_extractor") != "digits-cnn" or p.model.get("dataset") != p.dataset["name"]:
+        return {}
+    from .metrics.digits_cnn import DigitsCNN
+
+    net = DigitsCNN()
+    net.load_state_dict(torch.load(p.dataset["feature_extractor_weights_path"], map_location="cpu",
+                                   weights_only=True))
+    wanted = torch.tensor([p.labels[s] for s in sample_seeds(p.seed, p.num_samples)])
+    with torch.no_grad():
+        predicted = torch.cat([net.eval().logits(b).argmax(1) for b in samples.split(1000)])
+    return {"class_accuracy": (predicted == wanted).double().mean().item()}
 
 
 def model_digest(model) -> str:
@@ -390,6 +446,7 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     t_load = time.perf_counter()
     model_opts = {k: v for k, v in p.model.items() if k not in ("kind", "note")}
     model = load_model(p.model["kind"], device=p.device, **model_opts)
+    p.labels = class_labels_for(p, model, sample_seeds(p.seed, p.num_samples))  # bad labels / guidance fail here
     if p.sampler.startswith("analytic_") and p.sampler_options.get("moments") is None:
         p.sampler_options = {**p.sampler_options, "moments": analytic_moments_for(model, p, progress)}
     if p.sampler_options.get("spacing") == "elbo" and "elbo_costs" in p.sampler_options \
@@ -444,14 +501,15 @@ def _run_locked(p: Point, model, sampling, session, run_id: str, run_dir: Path, 
         except (RunFailed, SamplerError) as e:  # SamplerError: an adaptive sampler reached its nfe cap
             atomic_write_text(run_dir / "status.json", json.dumps({"status": "failed", "error": str(e)}, indent=2))
             raise RunFailed(f"{e}; run marked failed, samples kept in {run_dir}") from None
-        _save_npz(final, samples=samples.numpy(), seeds=np.array(seeds, dtype=np.uint32))
+        labels = {"class_labels": np.array([p.labels[s] for s in seeds], dtype=np.int64)} if p.labels else {}
+        _save_npz(final, samples=samples.numpy(), seeds=np.array(seeds, dtype=np.uint32), **labels)
         atomic_write_text(run_dir / "sampling.json",
                           json.dumps({"nfe_used": nfe_used, "sampling_seconds": secs, "gpu_row": gpu_row}))
         shutil.rmtree(run_dir / "shards", ignore_errors=True)
     save_grid(samples, run_dir / "grid.png")
 
     t_score = time.perf_counter()
-    metrics = score(samples, p, progress, features_path=run_dir / "features.npz")
+    metrics = {**score(samples, p, progress, features_path=run_dir / "features.npz"), **class_accuracy(samples, p)}
     t_nll = time.perf_counter()
     likelihood = measure_nll(model, p, progress)
     if likelihood:  # per-image bits, for nfebench.stats.paired_nll
@@ -459,6 +517,8 @@ def _run_locked(p: Point, model, sampling, session, run_id: str, run_dir: Path, 
     metrics.update(likelihood.get("row", {}))
     timings = {"load_seconds": round(getattr(model, "load_seconds", 0.0), 3), "sampling_seconds": round(secs, 3),
                "scoring_seconds": round(t_nll - t_score, 3)}
+    if model.decoder is not None:  # latent models: decoding the latents, apart from sampling_seconds
+        timings["decode_seconds"] = round(model.decoder.seconds, 3)
     if likelihood:
         timings["nll_seconds"] = round(time.perf_counter() - t_nll, 3)
     device_name = p.device + (f" ({torch.cuda.get_device_name(p.device)})" if p.device.startswith("cuda") else "")
@@ -471,6 +531,7 @@ def _run_locked(p: Point, model, sampling, session, run_id: str, run_dir: Path, 
         "device": device_name, "nfebench_version": __version__,
         **gpu_row,  # gpu: precision, channels_last, compiled, peak_gpu_mem_mb, batch_size_used, world_size
         "prediction_type": model.prediction_type, "schedule": model.schedule.describe(),
+        "guidance_scale": p.guidance_scale, "network_passes": nfe_used * network_passes(p.guidance_scale),
     }
     details = {"timings": timings, **({"nll": likelihood["nll"]} if likelihood else {})}
     atomic_write_text(run_dir / "metrics.json", json.dumps({**row, **details}, indent=2, default=str) + "\n")
@@ -485,7 +546,9 @@ def print_row(row: dict, board: Path, timings: dict) -> None:
 
     keys = ["model", "sampler", "nfe", "nfe_used", "num_samples", "fid", "is_mean", "kid_mean",
             "feature_extractor", "reference"] + (["nll_bpd", "nll_method", "nll_variance", "nll_nfe"]
-                                                  if row.get("nll_method") else [])
+                                                  if row.get("nll_method") else []) + (
+        ["guidance_scale", "network_passes", "class_accuracy"] if row.get("guidance_scale") is not None
+        or row.get("class_accuracy") is not None else [])
     w = max(len(k) for k in keys)
     spent = ", ".join(f"{k.split('_')[0]} {v:.1f} s" for k, v in timings.items())
     print("\n".join([""] + [f"  {k:<{w}}  {fmt(row.get(k))}" for k in keys]

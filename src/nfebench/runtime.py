@@ -96,13 +96,13 @@ def prepare_model(model, opts: RuntimeOptions, device: str):
     amp_dtype, device_type = AUTOCAST[opts.autocast], torch.device(device).type
     channels_last = opts.channels_last
 
-    def eps(x, t):
+    def eps(x, t, **conditioning):
         xin = x.contiguous(memory_format=torch.channels_last) if channels_last else x
         if amp_dtype is None:
-            out = fn(xin, t)
+            out = fn(xin, t, **conditioning)
         else:
             with torch.autocast(device_type=device_type, dtype=amp_dtype):
-                out = fn(xin, t)
+                out = fn(xin, t, **conditioning)
         res = out.to(x.dtype).contiguous()  # the sampler's arithmetic stays in the model's dtype (fp32)
         if hasattr(out, "variance_values"):  # a learned variance travels with the eps output (parametrization.py)
             res.variance_values, res.variance_type = out.variance_values, out.variance_type

@@ -1,12 +1,16 @@
 """Train the small embedded models shipped in checkpoints/.
 
     python -m nfebench.train ddpm        --steps 8000 --out checkpoints/digits-ddpm
+    python -m nfebench.train ddpm        --num-classes 10 --label-dropout 0.15 --out checkpoints/digits-cond
     python -m nfebench.train classifier  --steps 3000  --out checkpoints/digits-cnn
     python -m nfebench.train cov_heads   --steps 3000 --threads 1 --model checkpoints/digits-ddpm \
                                          --out checkpoints/digits-ddpm/cov_heads
 
 `ddpm`: an eps-prediction DDPM (Ho et al. 2020, L_simple) with linear betas 1e-4..0.02, T=1000, as a diffusers
 UNet2DModel, on the digits train split; EMA weights are saved with save_pretrained (+ scheduler_config.json).
+With `--num-classes K` it is class-conditional for classifier-free guidance (Ho & Salimans 2022, Sec. 3.2, Alg. 1):
+the UNet has K + 1 class embeddings, the last one the null label, and each training label is replaced by the null
+label with probability `--label-dropout`, so one network learns eps(x, n, y) and eps(x, n, null).
 `classifier`: the digits CNN whose penultimate features are nfebench's digits FID/KID features and whose logits are its
 IS logits (see nfebench.metrics.digits_cnn); reports held-out accuracy on the test split.
 `cov_heads`: SN-DPM's and NPR-DPM's covariance heads (nfebench.cov_heads) on the frozen network of --model, on the
@@ -47,20 +51,22 @@ def digits_unet_config() -> dict:
 
 
 def ddpm_loss(model, x0: torch.Tensor, alphas_cumprod: torch.Tensor, generator=None,
-              weight_cap: float = 1.0) -> torch.Tensor:
+              weight_cap: float = 1.0, class_labels: torch.Tensor | None = None) -> torch.Tensor:
     """L_simple (Ho et al. 2020, Eq. 14): || eps - eps_theta(sqrt(ab) x0 + sqrt(1-ab) eps, n) ||^2, n ~ U{0..T-1}.
 
     With weight_cap W > 1, each sample's eps-MSE is weighted by w = clip(sigma^2 / alpha^2, 1, W) and the batch loss is
     sum(w * mse) / sum(w). sigma^2/alpha^2 * eps-MSE is the x0-MSE, so this is L_simple at low noise and a truncated
     x0-loss at high noise, where L_simple gives the network almost no gradient (docs/dpm_fast_digits.md).
+    class_labels (one per sample) are passed to a class-conditional model as its `class_labels`.
     """
     n = torch.randint(0, alphas_cumprod.numel(), (x0.shape[0],), generator=generator)
     eps = torch.randn(x0.shape, generator=generator)
     ab = alphas_cumprod[n].view(-1, 1, 1, 1)
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * eps
+    eps_hat = (model(x_t, n) if class_labels is None else model(x_t, n, class_labels=class_labels)).sample
     if weight_cap <= 1:
-        return F.mse_loss(model(x_t, n).sample, eps)
-    mse = (model(x_t, n).sample - eps).pow(2).mean((1, 2, 3))
+        return F.mse_loss(eps_hat, eps)
+    mse = (eps_hat - eps).pow(2).mean((1, 2, 3))
     w = high_noise_weights(ab.view(-1), weight_cap)
     return (w * mse).sum() / w.sum()
 
@@ -71,16 +77,19 @@ def high_noise_weights(alphas_cumprod_n: torch.Tensor, weight_cap: float) -> tor
 
 
 def train_ddpm(steps: int, batch_size: int, lr: float, ema_decay: float, seed: int, out: Path, log_every: int = 500,
-               weight_cap: float = 1.0, lr_schedule: str = "constant", dropout: float = 0.0):
+               weight_cap: float = 1.0, lr_schedule: str = "constant", dropout: float = 0.0,
+               num_classes: int | None = None, label_dropout: float = 0.0):
     from diffusers import DDPMScheduler, UNet2DModel
     from tqdm import tqdm
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    data = to_model_range(load_split("digits", "train"))
+    images, labels = load_split("digits", "train", with_labels=True)
+    data = to_model_range(images)
     betas = linear_betas(1000, 1e-4, 0.02)
     alphas_cumprod = torch.tensor(np.cumprod(1 - betas), dtype=torch.float32)
-    model = UNet2DModel(**digits_unet_config(), dropout=dropout)
+    conditional = {} if num_classes is None else dict(num_class_embeds=num_classes + 1)  # the last one: null label
+    model = UNet2DModel(**digits_unet_config(), dropout=dropout, **conditional)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
 
@@ -93,7 +102,8 @@ def train_ddpm(steps: int, batch_size: int, lr: float, ema_decay: float, seed: i
     bar = tqdm(range(steps), desc="train ddpm", mininterval=2)
     for step in bar:
         idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
-        loss = ddpm_loss(model, data[idx], alphas_cumprod, gen, weight_cap)
+        y = None if num_classes is None else drop_labels(labels[idx], num_classes, label_dropout, gen)
+        loss = ddpm_loss(model, data[idx], alphas_cumprod, gen, weight_cap, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -112,17 +122,25 @@ def train_ddpm(steps: int, batch_size: int, lr: float, ema_decay: float, seed: i
     DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
                   prediction_type="epsilon").save_pretrained(out)
     # held-out L_simple of the EMA model on the test split (fixed noise), as a sanity number for the card
-    test = to_model_range(load_split("digits", "test"))
+    test, test_labels = load_split("digits", "test", with_labels=True)
+    test, test_labels = to_model_range(test), (None if num_classes is None else test_labels)
     with torch.no_grad():
         g = torch.Generator().manual_seed(1234)
-        test_loss = float(np.mean([ddpm_loss(ema, test, alphas_cumprod, g).item() for _ in range(20)]))
+        test_loss = float(np.mean([ddpm_loss(ema, test, alphas_cumprod, g, class_labels=test_labels).item()
+                                   for _ in range(20)]))
     n_params = sum(p.numel() for p in ema.parameters())
     stats = dict(steps=steps, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, ema_decay=ema_decay,
-                 weight_cap=weight_cap, dropout=dropout, seed=seed,
+                 weight_cap=weight_cap, dropout=dropout, num_classes=num_classes, label_dropout=label_dropout, seed=seed,
                  final_train_loss=float(np.mean(losses[-1000:])), test_loss_ema=test_loss,
                  wall_seconds=round(wall, 1), parameters=n_params, torch=torch.__version__)
     (out / "training_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     return stats
+
+
+def drop_labels(labels: torch.Tensor, num_classes: int, p: float, generator=None) -> torch.Tensor:
+    """Classifier-free guidance's label dropout (Ho & Salimans 2022, Alg. 1): each label -> null (= num_classes) w.p. p."""
+    drop = torch.rand(labels.shape, generator=generator) < p
+    return torch.where(drop, torch.full_like(labels, num_classes), labels)
 
 
 def train_classifier(steps: int, batch_size: int, lr: float, seed: int, out: Path):
@@ -242,16 +260,25 @@ def main(argv=None):
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
                    help="ddpm: after 500 warm-up steps, keep lr or decay it to 0 by a half cosine")
     p.add_argument("--dropout", type=float, default=0.0, help="ddpm: dropout in the UNet's ResNet blocks")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="ddpm: class-conditional on the digit labels, with num_classes + 1 embeddings (last: null)")
+    p.add_argument("--label-dropout", type=float, default=0.0,
+                   help="ddpm with --num-classes: probability of training on the null label (CFG)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--model", type=Path, default=Path("checkpoints/digits-ddpm"),
                    help="cov_heads: the (frozen) diffusers model directory the heads are trained on")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
+    if a.num_classes is not None and a.num_classes < 1:
+        p.error(f"--num-classes {a.num_classes}: must be >= 1")
+    if not 0 <= a.label_dropout < 1 or (a.label_dropout and a.num_classes is None):
+        p.error(f"--label-dropout {a.label_dropout}: must be in [0, 1) and needs --num-classes")
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.what == "ddpm":
         stats = train_ddpm(a.steps or 8000, a.batch_size, a.lr or 1e-3, a.ema_decay, a.seed, a.out,
-                           weight_cap=a.weight_cap, lr_schedule=a.lr_schedule, dropout=a.dropout)
+                           weight_cap=a.weight_cap, lr_schedule=a.lr_schedule, dropout=a.dropout,
+                           num_classes=a.num_classes, label_dropout=a.label_dropout)
     elif a.what == "cov_heads":
         stats = train_cov_heads(a.model, a.steps or 3000, a.batch_size, a.lr or 1e-3, a.seed, a.out)
     else:

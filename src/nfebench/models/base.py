@@ -31,6 +31,9 @@ class EpsModel:
     schedule: object = None  # a nfebench.schedules.Schedule; None: Discrete(betas)
     prediction_type: str = "epsilon"  # what the network predicts (before the adapter)
     variance_type: str | None = None  # learned / learned_range: the network also outputs the variance
+    num_classes: int | None = None  # class-conditional: labels 0..num_classes-1 (fn takes class_labels=...)
+    null_class: int | None = None  # the label of the unconditional half of classifier-free guidance
+    decoder: Callable | None = None  # latent models: latents -> images in [-1, 1] (e.g. diffusers_unet.LatentDecoder)
 
     def __post_init__(self):
         from ..schedules import Discrete
@@ -46,6 +49,7 @@ class EpsModel:
         prediction_type and schedule given."""
         return getattr(self.fn, "network", self.fn)
 
-    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, **conditioning) -> torch.Tensor:
+        """eps(x, t); conditioning (class_labels=, guidance_scale=) goes to the adapter (models.parametrization)."""
         self.calls += 1
-        return self.fn(x, t)
+        return self.fn(x, t, **conditioning)

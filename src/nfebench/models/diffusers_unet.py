@@ -12,11 +12,24 @@ What the network is comes from scheduler_config.json beside the weights:
   x_net = (x + 1) / 2 at sigma_net = sigma / 2, its score halved (the score of x = 2 x_net - 1).
 Without a scheduler config: Ho et al.'s linear 1e-4..0.02 over T=1000, epsilon. model.prediction_type,
 model.variance_type and model.schedule override what the config says (for checkpoints whose config is wrong).
+
+Pipeline directories (as CompVis/ldm-celebahq-256 and facebook/DiT-XL-2-256 are laid out): the denoiser in `unet/`
+(UNet2DModel) or `transformer/` (DiTTransformer2DModel), the scheduler in `scheduler/`, and for latent models the
+autoencoder in `vae/` (AutoencoderKL) or `vqvae/` (VQModel). Sampling runs in latent space; the samples are decoded
+as diffusers' pipelines decode them: AutoencoderKL with its scaling factor, vae.decode(z / scaling_factor) (DiTPipeline,
+Stable Diffusion), VQModel unscaled, vqvae.decode(z) with quantization (LDMPipeline); the decode time is kept apart.
+DiT's 2C outputs (learned sigma) are variance_type learned_range unless the scheduler config says otherwise.
+
+Class-conditional denoisers (UNet2DModel with num_class_embeds = E, or DiT): labels 0..num_classes-1 and the null
+label of classifier-free guidance. UNet: num_classes = E - 1 and null = E - 1 by default (a model trained on K
+classes + a null label has E = K + 1); DiT: 1000 classes and null 1000 (its label table's extra row, as DiTPipeline
+uses it). model.num_classes / model.null_class override them (num_classes = E: no null label).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +62,13 @@ def read_scheduler_config(cfg: dict | None) -> tuple:
             cfg.get("variance_type"))
 
 
+DENOISERS = ("unet", "transformer")  # pipeline subfolders: UNet2DModel, DiTTransformer2DModel
+DECODERS = ("vae", "vqvae")  # AutoencoderKL, VQModel
+
+
 def _resolve(path: str) -> tuple[Path, str | None]:
-    """A local directory (with an optional `unet/` subfolder, as pipelines save it) or a hub id in the cache."""
+    """A local directory (with an optional `unet/` or `transformer/` subfolder, as pipelines save it) or a hub id
+    in the cache."""
     if not isinstance(path, str) or not path:
         raise ModelError(f"model.path is not set (got {path!r}); pass model.path=DIR (a UNet2DModel saved with "
                          f"save_pretrained) or a hub id like google/ddpm-cifar10-32")
@@ -58,8 +76,8 @@ def _resolve(path: str) -> tuple[Path, str | None]:
     if p.exists():
         if not p.is_dir():
             raise ModelError(f"model path {str(p)!r} is a file; expected a directory saved with save_pretrained")
-        sub = "unet" if (p / "unet" / "config.json").exists() and not (p / "config.json").exists() else None
-        return p, sub
+        subs = [d for d in DENOISERS if (p / d / "config.json").exists() and not (p / "config.json").exists()]
+        return p, (subs[0] if subs else None)
     if path.count("/") == 1 and not path.startswith((".", "/", "~")):
         try:
             from huggingface_hub import snapshot_download
@@ -78,19 +96,88 @@ def _resolve(path: str) -> tuple[Path, str | None]:
                      f"save_pretrained) or a hub id like google/ddpm-cifar10-32")
 
 
+class LatentDecoder:
+    """A pipeline's autoencoder: latents -> images in [-1, 1], as its diffusers pipeline decodes (module docstring).
+    `seconds` accumulates the decode time, recorded apart from the sampling time."""
+
+    def __init__(self, autoencoder, kind: str):
+        self.autoencoder, self.kind, self.seconds = autoencoder, kind, 0.0
+        self.scale = autoencoder.config.scaling_factor if kind == "vae" else 1.0
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            ae = self.autoencoder
+            x = ae.decode(z.to(device=ae.device, dtype=ae.dtype) / self.scale).sample.to(z.dtype)
+        self.seconds += time.perf_counter() - t0
+        return x
+
+
+def _decoder_dir(root: Path, sub: str | None) -> str | None:
+    """vae/ or vqvae/ of a pipeline directory; None for a pixel-space model. A DiT, or a pipeline whose
+    model_index.json names an autoencoder, without its folder is an error."""
+    found = [d for d in DECODERS if (root / d / "config.json").exists()]
+    if found:
+        return found[0]
+    index = root / "model_index.json"
+    named = [d for d in DECODERS if index.exists() and d in json.loads(index.read_text())]
+    if named or sub == "transformer":
+        why = f"its model_index.json names {named[0]!r}" if named else "a DiT transformer samples latents"
+        raise ModelError(f"pipeline directory {str(root)!r} has no {(named or ['vae'])[0]}/ folder with a config.json "
+                         f"({why}); a latent pipeline needs its autoencoder: AutoencoderKL in vae/ or VQModel in vqvae/")
+    return None
+
+
+def _load_decoder(root: Path, kind: str, latent_channels: int, torch_dtype, device) -> LatentDecoder:
+    from diffusers import AutoencoderKL, VQModel
+
+    cls = {"vae": AutoencoderKL, "vqvae": VQModel}[kind]
+    try:
+        ae = cls.from_pretrained(root, subfolder=kind, low_cpu_mem_usage=False, torch_dtype=torch_dtype)
+    except Exception as e:
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ModelError(f"cannot load the {cls.__name__} in {str(root / kind)!r}: {msg}") from None
+    c = ae.config
+    channels = getattr(c, "vq_embed_dim", None) or c.latent_channels
+    if channels != latent_channels:
+        raise ModelError(f"the {cls.__name__} in {str(root / kind)!r} has {channels} latent channels but the denoiser "
+                         f"takes {latent_channels} input channels: they are not one pipeline")
+    return LatentDecoder(ae.to(device=device).eval().requires_grad_(False), kind)
+
+
+def class_setup(embeddings: int | None, num_classes, null_class, where: str) -> tuple:
+    """(num_classes, null_class) of a denoiser with `embeddings` class embeddings (module docstring)."""
+    if embeddings is None:
+        if num_classes is not None or null_class is not None:
+            raise ModelError(f"model.num_classes / model.null_class given but the denoiser in {where!r} has no class "
+                             f"embeddings (it is unconditional)")
+        return None, None
+    k = embeddings - 1 if num_classes is None else num_classes
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= embeddings:
+        raise ModelError(f"model.num_classes={num_classes!r}: the denoiser in {where!r} has {embeddings} class "
+                         f"embeddings; allowed: 1..{embeddings}")
+    null = (embeddings - 1 if k < embeddings else None) if null_class is None else null_class
+    if null is not None and (isinstance(null, bool) or not isinstance(null, int) or not k <= null < embeddings):
+        raise ModelError(f"model.null_class={null_class!r}: allowed: {k}..{embeddings - 1} (an embedding that is "
+                         f"not one of the {k} classes)")
+    return k, null
+
+
 def load_diffusers(path: str | None = None, device="cpu", name: str | None = None, dtype: str = "float32",
                    dataset: str | None = None, prediction_type: str | None = None, variance_type: str | None = None,
-                   schedule=None, **_unused) -> EpsModel:
-    """Load a UNet2DModel as an EpsModel. `dataset` names what it was trained on (checked by runtime.preflight);
-    prediction_type, variance_type, schedule: None = what the scheduler config says."""
-    from diffusers import UNet2DModel
+                   schedule=None, num_classes: int | None = None, null_class: int | None = None,
+                   **_unused) -> EpsModel:
+    """Load a UNet2DModel or DiTTransformer2DModel (with its autoencoder, for a latent pipeline) as an EpsModel.
+    `dataset` names what it was trained on (checked by runtime.preflight); prediction_type, variance_type,
+    schedule: None = what the scheduler config says; num_classes, null_class: None = the denoiser's own."""
+    from diffusers import DiTTransformer2DModel, UNet2DModel
     from diffusers.utils import logging as diffusers_logging
 
     diffusers_logging.set_verbosity_error()
 
     if _unused:
         raise ModelError(f"unknown model option {sorted(_unused)[0]!r}; allowed: path, name, dtype, dataset, "
-                         f"prediction_type, variance_type, schedule")
+                         f"prediction_type, variance_type, schedule, num_classes, null_class")
     if dtype not in ("float32", "float64"):
         raise ModelError(f"unknown model dtype {dtype!r}; allowed: float32, float64")
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
@@ -100,33 +187,44 @@ def load_diffusers(path: str | None = None, device="cpu", name: str | None = Non
         raise ModelError(f"no config.json in {str(cfg_dir)!r}: not a diffusers model directory")
     if not any(cfg_dir.glob("diffusion_pytorch_model.*")):
         raise ModelError(f"no weights (diffusion_pytorch_model.safetensors or .bin) in {str(cfg_dir)!r}")
+    decoder_kind = _decoder_dir(root, sub)
+    cls = DiTTransformer2DModel if sub == "transformer" else UNet2DModel
     try:
-        unet = UNet2DModel.from_pretrained(root, subfolder=sub, low_cpu_mem_usage=False, torch_dtype=torch_dtype)
+        net = cls.from_pretrained(root, subfolder=sub, low_cpu_mem_usage=False, torch_dtype=torch_dtype)
     except Exception as e:  # corrupted or mismatched weights
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise ModelError(f"cannot load the UNet in {str(cfg_dir)!r}: {msg}") from None
+        raise ModelError(f"cannot load the {cls.__name__} in {str(cfg_dir)!r}: {msg}") from None
     sched_file = next((f for f in (root / "scheduler_config.json", root / "scheduler" / "scheduler_config.json")
                        if f.exists()), None)
     sched_cfg = json.loads(sched_file.read_text()) if sched_file else None
     sched, ptype, vtype = read_scheduler_config(sched_cfg)
     unit_range = (sched_cfg or {}).get("_class_name") == "ScoreSdeVeScheduler"
+    c = net.config
+    dit = cls is DiTTransformer2DModel
+    if dit and vtype is None and c.out_channels == 2 * c.in_channels:
+        vtype = "learned_range"  # DiT's learned sigma (Peebles & Xie 2023, Sec. 3.1, after Nichol & Dhariwal 2021)
     sched = sched if schedule is None else from_config(schedule)
     ptype = check_prediction_type(ptype if prediction_type is None else prediction_type)
     vtype = check_variance_type(vtype if variance_type is None else variance_type)
-    unet = unet.to(device=device).eval().requires_grad_(False)
-    c = unet.config
+    net = net.to(device=device).eval().requires_grad_(False)
     expected = c.in_channels * (2 if vtype in ("learned", "learned_range") else 1)
     if c.out_channels != expected:
-        raise ModelError(f"the UNet in {str(cfg_dir)!r} outputs {c.out_channels} channels but variance_type "
+        raise ModelError(f"the {cls.__name__} in {str(cfg_dir)!r} outputs {c.out_channels} channels but variance_type "
                          f"{vtype!r} with {c.in_channels} input channels needs {expected}")
+    embeddings = (c.num_embeds_ada_norm + 1) if dit else c.num_class_embeds  # DiT: 1000 classes + the null row
+    num_classes, null_class = class_setup(embeddings, num_classes, null_class, str(cfg_dir))
 
-    def network(x, t):
+    def network(x, t, *class_labels):
+        y = class_labels[0] if class_labels else None
         if unit_range:  # score_sde's VE data range [0, 1] (module docstring)
-            return 0.5 * unet(0.5 * (x + 1.0), 0.5 * t).sample
-        return unet(x, t).sample
+            return 0.5 * net(0.5 * (x + 1.0), 0.5 * t, class_labels=y).sample
+        return (net(x, timestep=t, class_labels=y) if dit else net(x, t, class_labels=y)).sample
 
+    decoder = None if decoder_kind is None else _load_decoder(root, decoder_kind, c.in_channels, torch_dtype, device)
+    size = c.sample_size
     return EpsModel(name=name or Path(path).name, fn=EpsAdapter(network, sched, ptype, vtype),
                     betas=sched.betas if sched.discrete else None,
-                    sample_shape=(c.in_channels, c.sample_size, c.sample_size) if isinstance(c.sample_size, int)
-                    else (c.in_channels, *c.sample_size), dtype=torch_dtype, device=torch.device(device),
-                    source=str(cfg_dir), module=unet, schedule=sched, prediction_type=ptype, variance_type=vtype)
+                    sample_shape=(c.in_channels, size, size) if isinstance(size, int) else (c.in_channels, *size),
+                    dtype=torch_dtype, device=torch.device(device), source=str(cfg_dir), module=net, schedule=sched,
+                    prediction_type=ptype, variance_type=vtype, num_classes=num_classes, null_class=null_class,
+                    decoder=decoder)

@@ -20,6 +20,17 @@ first C are the prediction, the other C the variance values (v of Eq. 15 in [-1,
 travel with the eps output as its attribute `variance_values` (same evaluation, no extra NFE); ODE samplers ignore
 it; ddpm's variance=learned and the vlb's variance=learned read it through `learned_log_variance`.
 (`variance_type` fixed_small / fixed_large (and their _log forms), as diffusers writes them, mean C channels.)
+
+Class conditioning and classifier-free guidance (Ho & Salimans 2022, Eq. 6, in diffusers' convention): with
+class_labels y the network is called network(x_model, tau, y); with guidance_scale w and the model's null label,
+
+    eps = eps_u + w (eps_c - eps_u),   eps_c = eps(x, tau, y),  eps_u = eps(x, tau, null)
+
+applied to eps *after* each half's conversion above. The conversion is affine in the output with the same A, B for
+both halves, so guiding the raw outputs would give the same field: the guided field is the same whatever the
+network predicts. w = 1 (or None) is the conditional network alone and w = 0 the unconditional one, one pass each;
+any other w runs both halves as one forward of 2B samples (GUIDED_PASSES network passes per evaluation).
+With learned variances the variance values are the conditional half's.
 """
 
 from __future__ import annotations
@@ -79,12 +90,40 @@ def _coefficients(schedule, prediction_type: str, tau: torch.Tensor, ndim: int):
                  for v in (A, B, k))
 
 
+def network_passes(guidance_scale) -> int:
+    """Network passes per sample per guided evaluation: 2 when both halves of CFG run, else 1."""
+    return 1 if guidance_scale is None or guidance_scale in (0, 1) else 2
+
+
+def check_guidance(class_labels, guidance_scale, null_class, batch: int | None = None):
+    """Validate conditioning arguments before any sampling; returns the labels as an int64 tensor (or None)."""
+    if guidance_scale is not None:
+        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)) \
+                or not np.isfinite(guidance_scale) or guidance_scale < 0:
+            raise ModelError(f"guidance_scale must be a finite number >= 0 (or null), got {guidance_scale!r}")
+        if class_labels is None:
+            raise ModelError(f"guidance_scale={guidance_scale} needs class_labels (a class-conditional model)")
+        if guidance_scale != 1 and null_class is None:
+            raise ModelError(f"guidance_scale={guidance_scale} needs a model with a null label (null_class); this "
+                             f"model has none (use guidance_scale=1 or null, or set model.null_class)")
+    if class_labels is None:
+        return None
+    y = torch.as_tensor(class_labels)
+    if y.dim() != 1 or y.dtype.is_floating_point or y.dtype == torch.bool:
+        raise ModelError(f"class_labels must be a 1-D sequence of integers, got {class_labels!r}")
+    if batch is not None and y.numel() != batch:
+        raise ModelError(f"class_labels has {y.numel()} labels for a batch of {batch} samples")
+    return y.long()
+
+
 class EpsAdapter:
     """eps(x_vp, tau) in the VP frame from network(x_model, tau) -> prediction (module docstring).
 
-    Callable as fn(x [B, C, ...], tau [B]); the network gets tau unchanged (the model's own time variable). A network
-    returning (prediction, aux) -- aux an auxiliary output of the same forward pass, such as the SN/NPR covariance
-    heads (nfebench.cov_heads) -- gives (eps, aux), aux unchanged (CountedEps keeps it in .aux).
+    Callable as fn(x [B, C, ...], tau [B]); the network gets tau unchanged (the model's own time variable). With
+    class_labels [B], fn(x, tau, class_labels=y, guidance_scale=w, null_class=K) calls network(x_model, tau, labels)
+    and guides in eps with K the model's null label (module docstring). A network returning (prediction, aux) -- aux
+    an auxiliary output of the same forward pass, such as the SN/NPR covariance heads (nfebench.cov_heads) -- gives
+    (eps, aux), aux unchanged (CountedEps keeps it in .aux); unguided only.
     """
 
     def __init__(self, network: Callable, schedule, prediction_type: str = "epsilon", variance_type=None):
@@ -94,13 +133,30 @@ class EpsAdapter:
         self.dtype = getattr(network, "dtype", torch.float32)
         self.device = getattr(network, "device", torch.device("cpu"))
 
-    def __call__(self, x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, tau: torch.Tensor, class_labels: torch.Tensor | None = None,
+                 guidance_scale: float | None = None, null_class: int | None = None) -> torch.Tensor:
         A, B, k = (c.to(x.device) for c in _coefficients(self.schedule, self.prediction_type, tau, x.dim()))
         x_model = (x.double() * k).to(x.dtype)
-        # class conditioning / guidance (issue 14) plugs in here: the network call below becomes the guided
-        # combination of conditional and unconditional outputs, before the conversion to eps.
-        out = self.network(x_model, tau)
-        out, aux = out if isinstance(out, tuple) else (out, None)  # an auxiliary output of the same forward pass
+        if class_labels is None:
+            return self._to_eps(self.network(x_model, tau), x, A, B)
+        y = check_guidance(class_labels, guidance_scale, null_class, x.shape[0]).to(x.device)
+        if network_passes(guidance_scale) == 1:  # w = 1 (or None): conditional alone; w = 0: unconditional alone
+            labels = torch.full_like(y, null_class) if guidance_scale == 0 else y
+            return self._to_eps(self.network(x_model, tau, labels), x, A, B)
+        out = self.network(torch.cat([x_model, x_model]), torch.cat([tau, tau]),
+                           torch.cat([y, torch.full_like(y, null_class)]))  # one forward of 2B samples
+        if isinstance(out, tuple):
+            raise ModelError("guidance with an auxiliary network output (covariance heads) is not supported")
+        eps_c, eps_u = (self._to_eps(o, x, A, B) for o in out.chunk(2, dim=0))
+        eps = (eps_u.double() + guidance_scale * (eps_c.double() - eps_u.double())).to(x.dtype)
+        if hasattr(eps_c, "variance_values"):
+            eps.variance_values, eps.variance_type = eps_c.variance_values, eps_c.variance_type
+        return eps
+
+    def _to_eps(self, out: torch.Tensor, x: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+        """The network's output (prediction [+ variance values], or with an auxiliary output (that, aux)) -> eps,
+        carrying the variance values along (and returning (eps, aux) with an auxiliary output)."""
+        out, aux = out if isinstance(out, tuple) else (out, None)
         variance = None
         if self.variance_type in LEARNED:
             if out.shape[1] != 2 * x.shape[1]:
@@ -114,14 +170,15 @@ class EpsAdapter:
 
 
 def present(eps_fn: Callable, schedule, prediction_type: str) -> Callable:
-    """The inverse of EpsAdapter: the network network(x_model, tau) that outputs `prediction_type` in the schedule's
-    input scaling and whose adapted eps is eps_fn(x_vp, tau) (how the exact-score oracle presents itself)."""
+    """The inverse of EpsAdapter: the network network(x_model, tau[, class_labels]) that outputs `prediction_type`
+    in the schedule's input scaling and whose adapted eps is eps_fn(x_vp, tau[, class_labels]) (how the exact-score
+    oracle presents itself)."""
     check_prediction_type(prediction_type)
 
-    def network(x_model: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    def network(x_model: torch.Tensor, tau: torch.Tensor, *class_labels) -> torch.Tensor:
         A, B, k = (c.to(x_model.device) for c in _coefficients(schedule, prediction_type, tau, x_model.dim()))
         x = x_model.double() / k
-        return (A * eps_fn(x.to(x_model.dtype), tau).double() + B * x).to(x_model.dtype)
+        return (A * eps_fn(x.to(x_model.dtype), tau, *class_labels).double() + B * x).to(x_model.dtype)
 
     return network
 
