@@ -14,7 +14,9 @@ from nfebench.models.parametrization import PARAMETRIZATIONS
 from nfebench.samplers import SAMPLERS
 
 NULL = 10
-NFE = {"pndm": 13}  # others: 8
+NFE = {"pndm": 13, "restart": 12, "rk45": 400, "ggf": 400}  # others: 8 (for rk45 and ggf a cap)
+# SN/NPR read covariance heads from the model's auxiliary output, which guidance does not combine (a one-line error)
+GUIDED_SAMPLERS = sorted(n for n in SAMPLERS if not n.startswith(("sn_", "npr_")))
 OPTIONS = {"analytic_ddpm": {"moments": np.full(1000, 0.9)}, "analytic_ddim": {"moments": np.full(1000, 0.9)}}
 
 
@@ -59,7 +61,7 @@ def test_guidance_0_samples_the_mixture():
     assert abs(torch.trace(torch.cov(x.T)) / torch.trace(cov) - 1) < 0.1
 
 
-@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+@pytest.mark.parametrize("sampler", GUIDED_SAMPLERS)
 def test_cfg_inside_sample_equals_a_hand_guided_eps(sampler):
     """CFG in nfebench.sample is eps_u + w (eps_c - eps_u) on the plain API, to 1e-6, stochastic samplers with the
     same generator."""
@@ -78,6 +80,14 @@ def test_cfg_inside_sample_equals_a_hand_guided_eps(sampler):
     conditional = nfebench.sample(lambda x, t: m.network(x, t, y), m.schedule, x_T, sampler, nfe,
                                   torch.Generator().manual_seed(5), **opts)
     assert not torch.allclose(guided, conditional, atol=1e-3)  # guidance changed the samples
+
+
+def test_guidance_with_covariance_heads_is_a_one_line_error():
+    m = cond_oracle()
+    heads = lambda x, t, y: (m.network(x, t, y), torch.ones_like(x))  # noqa: E731
+    with pytest.raises(ModelError, match="guidance with an auxiliary network output"):
+        nfebench.sample(heads, m.schedule, noise(m, 2), "sn_ddpm", 5, class_labels=torch.tensor([0, 1]),
+                        guidance_scale=2.0, null_class=NULL)
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "dpmpp", "ddpm"])

@@ -198,5 +198,5 @@ def test_report_labels_tuned_rows_by_spacing_not_by_each_budgets_grid_hash():
     from nfebench.report import variant_labels
 
     opts = [{"spacing": "logsnr"}, {"spacing": "tuned", "tuned_grid": "a1"}, {"spacing": "tuned", "tuned_grid": "b2"}]
-    df = pd.DataFrame({"sampler": ["dpmpp"] * 3, "options": opts})
+    df = pd.DataFrame({"sampler": ["dpmpp"] * 3, "options": opts, "guidance_scale": [None] * 3})
     assert variant_labels(df) == ["dpmpp (spacing=logsnr)", "dpmpp (spacing=tuned)", "dpmpp (spacing=tuned)"]
