@@ -107,7 +107,8 @@ def variant_labels(df: pd.DataFrame) -> list[str]:
     varying: dict[str, list[str]] = {}
     for sampler, opts in df.groupby("sampler")["options"]:
         keys = sorted({k for o in opts for k in o} - INPUT_OPTIONS)
-        varying[sampler] = [k for k in keys if len({json.dumps(o.get(k), sort_keys=True) for o in opts}) > 1]
+        # a key varies if the rows that have it disagree on it (an option added later is absent from older rows)
+        varying[sampler] = [k for k in keys if len({json.dumps(o[k], sort_keys=True) for o in opts if k in o}) > 1]
     labels = []
     for sampler, opts, w in zip(df["sampler"], df["options"], df["guidance_scale"]):
         parts = [f"{k}={_short(opts.get(k))}" for k in varying.get(sampler, [])]
