@@ -193,9 +193,10 @@ def paired_fid(feats_a, feats_b, feats_ref, n_boot: int = 1000, seed: int = 0, l
 
 def fid_ci(feats, feats_ref, n_boot: int = 1000, seed: int = 0, level: float = 0.95, *, device=None) -> dict:
     """One run's FID against the fixed reference with a bootstrap CI over its rows (the same resampling and basic
-    interval as paired_fid, exact FIDs per replicate): {metric, fid, ci_low, ci_high, level, n_boot, n}. The interval
-    is for this run's FID at this sample count given the reference; it does not remove the finite-N bias (FID_inf
-    does). For comparing two runs use paired_fid: its interval is far narrower than two of these side by side."""
+    interval as paired_fid, exact FIDs per replicate): {metric, fid, ci_low, ci_high, level, n_boot, n}. The basic
+    interval subtracts the bootstrap's bias, which at a small FID exceeds the FID itself (a resample repeats rows,
+    which widens the Frechet distance); it is then truncated at 0, where the distance is bounded (intersecting an
+    interval with the parameter space keeps its coverage). Conditional on the reference, as paired_fid. For comparing two runs use paired_fid: its interval is far narrower than two of these side by side."""
     device = device or default_device()
     x, _, ref = _pair(feats, feats, feats_ref, device)
     _check(x.shape[0], x.shape[0], n_boot, level, False, None, None)
@@ -204,7 +205,7 @@ def fid_ci(feats, feats_ref, n_boot: int = 1000, seed: int = 0, level: float = 0
     fid = float(frechet_to_reference(x, g))
     boot = torch.cat([frechet_to_reference(x, g, _weights(x.shape[0], min(CHUNK, n_boot - start), gen, device))
                       for start in range(0, n_boot, CHUNK)]).double().cpu()
-    ci_low, ci_high = _basic_interval(fid, boot, level)
+    ci_low, ci_high = (max(0.0, v) for v in _basic_interval(fid, boot, level))
     return {"metric": "fid", "fid": fid, "ci_low": ci_low, "ci_high": ci_high, "level": level, "n_boot": int(n_boot),
             "n": x.shape[0]}
 
