@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,6 +102,18 @@ def test_a_second_call_runs_nothing_new(done, monkeypatch):
     assert (d / "leaderboard.csv").read_text() == board
     assert [r["run_id"] for r in again["ranked"]] == [r["run_id"] for r in out["ranked"]]
     assert again["advice"] == out["advice"]
+
+
+def test_rows_without_their_run_directory_are_listed_untested(done, tmp_path):
+    d, out = done  # as in a fresh clone of a committed results directory without its runs/
+    copy = tmp_path / "clone"
+    shutil.copytree(d, copy)
+    last = out["ranked"][-1]
+    shutil.rmtree(copy / "runs" / last["run_id"])
+    again = recommend(config(copy, "tune=true"), progress=False)
+    gone = next(r for r in again["ranked"] if r["run_id"] == last["run_id"])
+    assert gone["verdict"] == "untested" and np.isnan(gone["fid_ci_low"]) and np.isnan(gone["delta"])
+    assert again["advice"].endswith(f"{last['candidate']} could not be tested (no stored features)")
 
 
 def test_advice_names_the_tied_and_the_worse():

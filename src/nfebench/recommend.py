@@ -127,17 +127,29 @@ def advice(diffs: list[dict]) -> str:
 
 def ranking(rows, results_dir: Path, n_boot: int, tuning_seconds: dict) -> list[dict]:
     """The ranked candidates: the report's paired differences to the best plus each FID's own CI."""
-    from .compare import find_run, reference_features
+    from .compare import CompareError, find_run, reference_features
     from .report import fid_differences
     from .stats import fid_ci
 
     diffs = fid_differences(rows, results_dir, n_boot=n_boot)
     by_variant = rows.set_index("variant")
-    ref = reference_features(find_run(by_variant.loc[diffs[0]["variant"], "run_id"], results_dir))["fid"]
+
+    def own_ci(run_id: str, ref) -> dict:  # NaN for a row whose run directory or features.npz is not here
+        try:
+            if ref is not None:
+                return fid_ci(find_run(run_id, results_dir).features()["fid"], ref, n_boot=n_boot)
+        except CompareError:
+            pass
+        return {"ci_low": np.nan, "ci_high": np.nan}
+
+    try:
+        ref = reference_features(find_run(by_variant.loc[diffs[0]["variant"], "run_id"], results_dir))["fid"]
+    except CompareError:  # e.g. a fresh clone: the committed leaderboard without its runs/
+        ref = None
     out = []
     for rank, d in enumerate(diffs, 1):
         row = by_variant.loc[d["variant"]]
-        ci = fid_ci(find_run(row["run_id"], results_dir).features()["fid"], ref, n_boot=n_boot)
+        ci = own_ci(row["run_id"], ref)
         verdict = "best" if rank == 1 else "tied" if d["tied"] else "worse" if np.isfinite(d["delta"]) else "untested"
         out.append({"rank": rank, "candidate": d["variant"], "sampler": row["sampler"],
                     "spacing": row["options"].get("spacing", ""), "fid": d["fid"], "fid_ci_low": ci["ci_low"],
