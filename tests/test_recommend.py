@@ -19,7 +19,7 @@ import nfebench.__main__ as entry
 from nfebench import stats
 from nfebench.compare import find_run, reference_features
 from nfebench.recommend import advice, recommend
-from nfebench.report import holm
+from nfebench.report import holm, load_leaderboard, significance_section
 from nfebench.run import ConfigError
 from nfebench.samplers import SamplerError
 
@@ -68,6 +68,14 @@ def test_ranking_and_advice_are_the_paired_tests(done):
     tied_part, _, worse_part = line.partition("significantly worse")[0].partition(" statistically tied")
     assert all(name in tied_part for name in tied) and all(name in worse_part for name in worse)
     assert not any(name in worse_part for name in tied)
+
+
+def test_advice_agrees_with_the_reports_significance_marks(done):
+    d, out = done
+    text = "\n".join(significance_section(load_leaderboard(d / "leaderboard.csv"), d))
+    group = [r["candidate"] for r in out["ranked"] if r["verdict"] in ("best", "tied")]
+    assert (f"NFE 6: tied with the best: {', '.join(group)}." if len(group) > 1 else
+            f"NFE 6: {group[0]} leads significantly") in text
 
 
 def test_fid_ci_of_each_candidate_brackets_a_bootstrap_of_its_fid(done):
