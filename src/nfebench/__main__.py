@@ -85,14 +85,32 @@ def check_group_choices(args: list[str]) -> str | None:
     return None
 
 
-def main() -> None:
+def exit_on_user_error(call, extra: tuple = ()):
+    """call(); bad input (user_errors() + extra) ends with one line and exit code 2 (the traceback with --debug)."""
+    try:
+        return call()
+    except user_errors() + extra as e:
+        if DEBUG:
+            raise
+        print(f"nfebench: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def launch(app, rewrite=lambda arg: arg) -> None:
+    """The entry of each `python -m nfebench...` command: drop --debug, rewrite the overrides, refuse unknown group
+    choices in one line, then run the Hydra app."""
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
+    sys.argv[1:] = [rewrite(a) for a in sys.argv[1:]]
     bad = check_group_choices(sys.argv[1:])
     if bad:
         print(f"nfebench: error: {bad}", file=sys.stderr)
         sys.exit(2)
-    _app()
+    app()
+
+
+def main() -> None:
+    launch(_app)
 
 
 if __name__ == "__main__":

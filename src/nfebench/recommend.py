@@ -25,7 +25,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from .__main__ import DEBUG, check_group_choices, user_errors
+from .__main__ import exit_on_user_error, launch
 from .paths import CONF_DIR
 
 SETTINGS = ("samplers", "tune", "tuning", "n_boot")  # conf/recommend.yaml's own keys, not part of any run's config
@@ -239,24 +239,12 @@ def _app(cfg: DictConfig) -> None:
     from .compare import CompareError
     from .stats import StatsError
 
-    try:
-        recommend(cfg, command=" ".join(["python -m nfebench.recommend"] + sys.argv[1:]))
-    except user_errors() + (CompareError, StatsError) as e:
-        if DEBUG:
-            raise
-        print(f"nfebench: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_user_error(lambda: recommend(cfg, command=" ".join(["python -m nfebench.recommend"] + sys.argv[1:])),
+                       (CompareError, StatsError))
 
 
 def main() -> None:
-    if "--debug" in sys.argv:
-        sys.argv.remove("--debug")
-    sys.argv[1:] = [_list_override(a) for a in sys.argv[1:]]
-    bad = check_group_choices(sys.argv[1:])
-    if bad:
-        print(f"nfebench: error: {bad}", file=sys.stderr)
-        sys.exit(2)
-    _app()
+    launch(_app, _list_override)
 
 
 if __name__ == "__main__":

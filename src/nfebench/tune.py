@@ -10,12 +10,11 @@ nfebench.tune by this module on the package).
 
 from __future__ import annotations
 
-import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from .__main__ import DEBUG, check_group_choices, user_errors
+from .__main__ import exit_on_user_error, launch
 from .paths import CONF_DIR
 
 
@@ -23,20 +22,8 @@ from .paths import CONF_DIR
 def _app(cfg: DictConfig) -> None:
     from .tuning import tune_point
 
-    try:
-        tune_point(cfg)
-    except user_errors() as e:
-        if DEBUG:
-            raise
-        print(f"nfebench: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_user_error(lambda: tune_point(cfg))
 
 
 if __name__ == "__main__":
-    if "--debug" in sys.argv:
-        sys.argv.remove("--debug")
-    bad = check_group_choices(sys.argv[1:])
-    if bad:
-        print(f"nfebench: error: {bad}", file=sys.stderr)
-        sys.exit(2)
-    _app()
+    launch(_app)
