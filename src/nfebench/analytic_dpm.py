@@ -54,42 +54,52 @@ def _model_dtype_device(eps_fn):
     return getattr(eps_fn, "dtype", torch.float32), getattr(eps_fn, "device", torch.device("cpu"))
 
 
-def analytic_moments(eps_fn: Callable, betas, train_images_uint8: torch.Tensor, num_images: int | None = None,
-                     batch_size: int = DEFAULT_BATCH_SIZE, generator: torch.Generator | None = None,
-                     timesteps=None) -> np.ndarray:
-    """Gamma_n = E mean_d(eps_hat(x_n, n)^2) at each integer timestep n (Bao et al. 2022, Eq. 8), float64 [T].
+def per_timestep_mean(eps_fn: Callable, betas, train_images_uint8: torch.Tensor, statistic: Callable,
+                      num_images: int | None = None, batch_size: int = DEFAULT_BATCH_SIZE,
+                      generator: torch.Generator | None = None, timesteps=None, error=None) -> np.ndarray:
+    """E over training images x_0 and fresh noise of statistic(x0, x_n, eps_hat, a_n, s_n) [B] at each integer
+    timestep n, float64 [T] (timesteps not asked for are NaN): the one Monte-Carlo loop behind Analytic-DPM's moments
+    and spacing=elbo's x0 errors (nfebench.elbo_steps).
 
     x_0 runs over `num_images` training images (a generator-drawn subset; None = all), x_n = a_n x_0 + s_n eps with one
     fresh eps per image and timestep. The noise of timestep n is drawn for all images at once, so the estimate does
-    not depend on batch_size. `timesteps`: only these integer timesteps (others are NaN); default all T.
-    Cost: len(timesteps) * num_images per-sample evaluations (len(timesteps) * ceil(num_images / batch_size) calls).
+    not depend on batch_size. Cost: len(timesteps) * num_images per-sample evaluations. Bad input raises `error`.
     """
+    error = error or MomentsError
     sched = betas if isinstance(betas, VPSchedule) else VPSchedule(betas)
     x_all = to_model_range(train_images_uint8).double()
     n_total = x_all.shape[0]
     m = n_total if num_images is None else int(num_images)
     if not 1 <= m <= n_total:
-        raise MomentsError(f"num_images must be in [1, {n_total}] (the training images given), got {num_images}")
+        raise error(f"num_images must be in [1, {n_total}] (the training images given), got {num_images}")
     if m < n_total:
-        idx = torch.randperm(n_total, generator=generator)[:m].sort().values
-        x_all = x_all[idx]
+        x_all = x_all[torch.randperm(n_total, generator=generator)[:m].sort().values]
     ns = np.arange(sched.T) if timesteps is None else np.asarray(timesteps, dtype=np.int64)
     if np.any(ns < 0) or np.any(ns >= sched.T):
-        raise MomentsError(f"timesteps must be integers in [0, {sched.T - 1}]")
+        raise error(f"timesteps must be integers in [0, {sched.T - 1}]")
     dtype, device = _model_dtype_device(eps_fn)
-    gamma = np.full(sched.T, np.nan)
+    out = np.full(sched.T, np.nan)
     with torch.no_grad():
         for n in ns:
             a, s = float(sched.alpha(float(n))), float(sched.sigma(float(n)))
             noise = torch.randn(x_all.shape, generator=generator, dtype=torch.float64)
             total = 0.0
             for i in range(0, m, batch_size):
-                x = (a * x_all[i:i + batch_size] + s * noise[i:i + batch_size]).to(dtype=dtype, device=device)
-                t = torch.full((x.shape[0],), float(n), dtype=dtype, device=device)
-                e = eps_fn(x, t).double().cpu()
-                total += e.pow(2).flatten(1).mean(1).sum().item()
-            gamma[n] = total / m
-    return gamma
+                x0 = x_all[i:i + batch_size]
+                x = (a * x0 + s * noise[i:i + batch_size]).to(dtype=dtype, device=device)
+                e = eps_fn(x, torch.full((x.shape[0],), float(n), dtype=dtype, device=device)).double().cpu()
+                total += statistic(x0, x.double().cpu(), e, a, s).sum().item()
+            out[n] = total / m
+    return out
+
+
+def analytic_moments(eps_fn: Callable, betas, train_images_uint8: torch.Tensor, num_images: int | None = None,
+                     batch_size: int = DEFAULT_BATCH_SIZE, generator: torch.Generator | None = None,
+                     timesteps=None) -> np.ndarray:
+    """Gamma_n = E mean_d(eps_hat(x_n, n)^2) at each integer timestep n (Bao et al. 2022, Eq. 8), float64 [T]
+    (sampling of x_0 and the noise, cost and `timesteps`: per_timestep_mean)."""
+    return per_timestep_mean(eps_fn, betas, train_images_uint8, lambda x0, x, e, a, s: e.pow(2).flatten(1).mean(1),
+                             num_images, batch_size, generator, timesteps)
 
 
 def variance_bounds(sched: VPSchedule, s: float, t: float, lambda2: float) -> tuple[float, float]:

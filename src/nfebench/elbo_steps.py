@@ -25,8 +25,7 @@ import os
 import numpy as np
 import torch
 
-from .analytic_dpm import DEFAULT_BATCH_SIZE, DEFAULT_NUM_IMAGES, MomentsError, cached_array, _model_dtype_device
-from .images import to_model_range
+from .analytic_dpm import DEFAULT_BATCH_SIZE, DEFAULT_NUM_IMAGES, MomentsError, cached_array, per_timestep_mean
 from .schedule import VPSchedule
 
 CACHE_PREFIX = "elbo_x0_errors"
@@ -42,33 +41,12 @@ def x0_errors(eps_fn, betas, train_images_uint8: torch.Tensor, num_images: int |
               timesteps=None) -> np.ndarray:
     """m_t = E_{x_0, eps} ||x_0 - x0_hat(x_t, t)||^2 (summed over dimensions) at each integer t, float64 [T].
 
-    As analytic_dpm.analytic_moments: `num_images` training images (a generator-drawn subset; None = all), one fresh
-    eps per image and timestep drawn for all images at once (batch-size independent); `timesteps` limits the
-    estimate to those integers (others NaN). Cost: len(timesteps) * num_images per-sample evaluations.
+    The Monte-Carlo loop of Analytic-DPM's moments (analytic_dpm.per_timestep_mean: `num_images` training images, one
+    fresh eps per image and timestep, batch-size independent; `timesteps` limits the estimate to those integers).
     """
-    sched = betas if isinstance(betas, VPSchedule) else VPSchedule(betas)
-    x_all = to_model_range(train_images_uint8).double()
-    m = x_all.shape[0] if num_images is None else int(num_images)
-    if not 1 <= m <= x_all.shape[0]:
-        raise ElboError(f"num_images must be in [1, {x_all.shape[0]}] (the training images given), got {num_images}")
-    if m < x_all.shape[0]:
-        x_all = x_all[torch.randperm(x_all.shape[0], generator=generator)[:m].sort().values]
-    ts = np.arange(sched.T) if timesteps is None else np.asarray(timesteps, dtype=np.int64)
-    dtype, device = _model_dtype_device(eps_fn)
-    out = np.full(sched.T, np.nan)
-    with torch.no_grad():
-        for n in ts:
-            a, s = float(sched.alpha(float(n))), float(sched.sigma(float(n)))
-            noise = torch.randn(x_all.shape, generator=generator, dtype=torch.float64)
-            total = 0.0
-            for i in range(0, m, batch_size):
-                x0 = x_all[i:i + batch_size]
-                x = (a * x0 + s * noise[i:i + batch_size]).to(dtype=dtype, device=device)
-                e = eps_fn(x, torch.full((x.shape[0],), float(n), dtype=dtype, device=device)).double().cpu()
-                x0_hat = (x.double().cpu() - s * e) / a
-                total += (x0 - x0_hat).pow(2).flatten(1).sum(1).sum().item()
-            out[n] = total / m
-    return out
+    return per_timestep_mean(eps_fn, betas, train_images_uint8,
+                             lambda x0, x, e, a, s: (x0 - (x - s * e) / a).pow(2).flatten(1).sum(1),
+                             num_images, batch_size, generator, timesteps, error=ElboError)
 
 
 def load_x0_errors(costs, T: int) -> np.ndarray:
