@@ -43,8 +43,7 @@ from .models.parametrization import check_guidance, network_passes
 from .paths import portable
 from .api import check_nfe, dry_run, to_vp_frame
 from .samplers import CountedEps, PerSampleNoise, SamplerError, get_sampler
-from .samplers.analytic import HEAD_KINDS
-from .cov_heads import attach_heads
+from .needs import RESOLVERS, prepare
 from .runtime import begin
 
 
@@ -89,6 +88,7 @@ class Point:
     guidance_scale: float | None = None
     class_labels: list | None = None  # as configured: None (drawn per sample) or a fixed list
     labels: dict = field(default_factory=dict)  # per-sample seed -> its class label (set once the model is loaded)
+    prepared: object = None  # nfebench.needs.Prepared: the resolved needs (row fields, timings), set once loaded
 
 
 def _positive_int(cfg: dict, key: str) -> int:
@@ -339,44 +339,6 @@ def class_accuracy(samples: torch.Tensor, p: Point) -> dict:
     return {"class_accuracy": (predicted == wanted).double().mean().item()}
 
 
-def model_digest(model) -> str:
-    from .analytic_dpm import gmm_digest, weights_digest
-
-    return gmm_digest(model.gmm) if hasattr(model, "gmm") else weights_digest(model.source)
-
-
-def analytic_moments_for(model, p: Point, progress=True) -> str:
-    """Analytic-DPM's Gamma_n for this model: estimated once on the dataset's train split and cached beside the
-    checkpoint (or in ~/.cache/nfebench). Its one-off cost is printed and kept apart from the NFE."""
-    from .analytic_dpm import cached_moments
-
-    if not model.schedule.discrete:
-        raise ConfigError(f"Analytic-DPM needs a discrete schedule (moments at integer timesteps); model "
-                          f"{model.name!r} has {model.schedule.describe()}")
-    train = load_split(p.dataset["name"], "train", **p.dataset.get("options", {}))
-    gamma, info = cached_moments(model, model.betas, train, model_digest=model_digest(model),
-                                 model_dir=model.source)
-    if progress:
-        how = "cached" if info["cached"] else f"estimated in {info['seconds']:.0f} s"
-        print(f"[nfebench] Analytic-DPM moments: {how} ({info['per_sample_evals']} evaluations x "
-              f"{info['num_images']} train images, one-off, not counted in NFE): {info['path']}")
-    return info["path"]
-
-
-def elbo_costs_for(model, p: Point, progress=True) -> str:
-    """spacing=elbo's per-timestep x0 errors for this model (Watson et al. 2021; nfebench.elbo_steps): estimated once
-    on the dataset's train split and cached beside the checkpoint. Its one-off cost is printed apart from the NFE."""
-    from .elbo_steps import cached_x0_errors
-
-    train = load_split(p.dataset["name"], "train", **p.dataset.get("options", {}))
-    _, info = cached_x0_errors(model, model.betas, train, model_digest=model_digest(model), model_dir=model.source)
-    if progress:
-        how = "cached" if info["cached"] else f"estimated in {info['seconds']:.0f} s"
-        print(f"[nfebench] ELBO step costs: {how} ({info['per_sample_evals']} evaluations x {info['num_images']} "
-              f"train images, one-off, not counted in NFE): {info['path']}")
-    return info["path"]
-
-
 CHAIN_SAMPLERS = ("ddpm", "ddim", "analytic_ddpm", "analytic_ddim")
 
 
@@ -396,10 +358,11 @@ def measure_nll(model, p: Point, progress=True) -> dict:
         opts["variance"] = m.get("nll_variance", "small")
         if p.sampler in CHAIN_SAMPLERS and "spacing" not in opts:  # the bound on the sampler's own subsequence
             opts["spacing"] = p.sampler_options["spacing"]
-        if opts["variance"] == "analytic" and opts.get("moments") is None:
-            opts["moments"] = analytic_moments_for(model, p, progress)
+        if opts["variance"] == "analytic" and opts.get("moments") is None:  # the bound's needs, resolved as a sampler's
+            opts["moments"] = RESOLVERS["moments"](model, p, progress).options["moments"]
         if opts.get("spacing") == "elbo" and opts.get("elbo_costs") is None:
-            opts["elbo_costs"] = p.sampler_options.get("elbo_costs") or elbo_costs_for(model, p, progress)
+            opts["elbo_costs"] = p.sampler_options.get("elbo_costs") or \
+                RESOLVERS["elbo_costs"](model, p, progress).options["elbo_costs"]
     test = load_split(p.dataset["name"], "test", **p.dataset.get("options", {}))
     res = nll(model, model.schedule, test, method=method, nfe=nfe, generator=torch.Generator().manual_seed(p.seed),
               **opts)
@@ -447,18 +410,8 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     model_opts = {k: v for k, v in p.model.items() if k not in ("kind", "note")}
     model = load_model(p.model["kind"], device=p.device, **model_opts)
     p.labels = class_labels_for(p, model, sample_seeds(p.seed, p.num_samples))  # bad labels / guidance fail here
-    if p.sampler.startswith("analytic_") and p.sampler_options.get("moments") is None:
-        p.sampler_options = {**p.sampler_options, "moments": analytic_moments_for(model, p, progress)}
-    if p.sampler_options.get("spacing") == "elbo" and "elbo_costs" in p.sampler_options \
-            and p.sampler_options["elbo_costs"] is None:  # the chain samplers' Watson et al. spacing
-        p.sampler_options = {**p.sampler_options, "elbo_costs": elbo_costs_for(model, p, progress)}
-    if p.tuned is not None:  # a grid tuned for other weights (a retrained checkpoint) is an error
-        from .tuning import check_record
-
-        check_record(p.tuned, model_digest=model_digest(model))
-    sampling = model  # SN/NPR sample with the covariance head on the network's forward pass (nfebench.cov_heads)
-    if p.sampler in HEAD_KINDS:
-        sampling = attach_heads(model, HEAD_KINDS[p.sampler])
+    prepared = prepare(model, p, progress)  # what the sampler, its options and the model need (nfebench.needs)
+    p.sampler_options, sampling, p.prepared = prepared.options, prepared.model, prepared
     dry_run(p.sampler, p.nfe, model.schedule, model.variance_type, **sampler_call_options(p))  # bad options fail here
     model.load_seconds = time.perf_counter() - t_load
 
@@ -515,8 +468,8 @@ def _run_locked(p: Point, model, sampling, session, run_id: str, run_dir: Path, 
     if likelihood:  # per-image bits, for nfebench.stats.paired_nll
         _save_npz(run_dir / "nll.npz", per_image_bpd=likelihood["nll"].pop("per_image_bpd").numpy())
     metrics.update(likelihood.get("row", {}))
-    timings = {"load_seconds": round(getattr(model, "load_seconds", 0.0), 3), "sampling_seconds": round(secs, 3),
-               "scoring_seconds": round(t_nll - t_score, 3)}
+    timings = {"load_seconds": round(getattr(model, "load_seconds", 0.0), 3), **p.prepared.timings,
+               "sampling_seconds": round(secs, 3), "scoring_seconds": round(t_nll - t_score, 3)}
     if model.decoder is not None:  # latent models: decoding the latents, apart from sampling_seconds
         timings["decode_seconds"] = round(model.decoder.seconds, 3)
     if likelihood:
@@ -532,6 +485,7 @@ def _run_locked(p: Point, model, sampling, session, run_id: str, run_dir: Path, 
         **gpu_row,  # gpu: precision, channels_last, compiled, peak_gpu_mem_mb, batch_size_used, world_size
         "prediction_type": model.prediction_type, "schedule": model.schedule.describe(),
         "guidance_scale": p.guidance_scale, "network_passes": nfe_used * network_passes(p.guidance_scale),
+        **p.prepared.row,
     }
     details = {"timings": timings, **({"nll": likelihood["nll"]} if likelihood else {})}
     atomic_write_text(run_dir / "metrics.json", json.dumps({**row, **details}, indent=2, default=str) + "\n")

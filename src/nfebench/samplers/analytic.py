@@ -75,7 +75,7 @@ def _analytic(eps, sched, x, nfe, noise, eta, moments, spacing, clip, clip_sigma
                 lambda s, t, lam2, counted, e: optimal_variance(sched, s, t, float(gamma[int(s)]), lam2))
 
 
-@register("analytic_ddpm", stochastic=True)
+@register("analytic_ddpm", stochastic=True, needs=("moments",))
 def analytic_ddpm(eps, sched, x, nfe, noise, *, moments=None, spacing="uniform", clip=False, clip_sigma_pixels=0.0,
                   timesteps=None, elbo_costs=None):
     """Analytic-DDPM (Bao et al. 2022): the DDPM posterior mean and the optimal variance from the moments Gamma_n.
@@ -89,7 +89,7 @@ def analytic_ddpm(eps, sched, x, nfe, noise, *, moments=None, spacing="uniform",
                      elbo_costs)
 
 
-@register("analytic_ddim", stochastic=True)
+@register("analytic_ddim", stochastic=True, needs=("moments",))
 def analytic_ddim(eps, sched, x, nfe, noise, *, moments=None, eta=0.0, spacing="uniform", clip=False,
                   clip_sigma_pixels=0.0, timesteps=None, elbo_costs=None):
     """Analytic-DDIM (Bao et al. 2022): the DDIM mean (lambda^2 = eta^2 beta-tilde) and the optimal variance.
@@ -137,7 +137,7 @@ def _headed(name, eps, sched, x, nfe, noise, eta, spacing, clip, timesteps):
     return _run(eps, sched, x, ts, noise, eta, clip, 0.0, variance)
 
 
-@register("sn_ddpm", stochastic=True)
+@register("sn_ddpm", stochastic=True, needs=("cov_heads",))
 def sn_ddpm(eps, sched, x, nfe, noise, *, spacing="uniform", clip=False, timesteps=None):
     """SN-DDPM (Bao et al. 2022b): the DDPM posterior mean with the diagonal covariance from E[eps^2 | x_s].
 
@@ -146,7 +146,7 @@ def sn_ddpm(eps, sched, x, nfe, noise, *, spacing="uniform", clip=False, timeste
     return _headed("sn_ddpm", eps, sched, x, nfe, noise, 1.0, spacing, clip, timesteps)
 
 
-@register("sn_ddim", stochastic=True)
+@register("sn_ddim", stochastic=True, needs=("cov_heads",))
 def sn_ddim(eps, sched, x, nfe, noise, *, eta=0.0, spacing="uniform", clip=False, timesteps=None):
     """SN-DDIM (Bao et al. 2022b): the DDIM mean (lambda^2 = eta^2 beta-tilde) with the `sn` head's covariance."""
     if not eta >= 0:
@@ -154,13 +154,13 @@ def sn_ddim(eps, sched, x, nfe, noise, *, eta=0.0, spacing="uniform", clip=False
     return _headed("sn_ddim", eps, sched, x, nfe, noise, float(eta), spacing, clip, timesteps)
 
 
-@register("npr_ddpm", stochastic=True)
+@register("npr_ddpm", stochastic=True, needs=("cov_heads",))
 def npr_ddpm(eps, sched, x, nfe, noise, *, spacing="uniform", clip=False, timesteps=None):
     """NPR-DDPM (Bao et al. 2022b): the DDPM posterior mean with the covariance from E[(eps - eps_hat)^2 | x_s]."""
     return _headed("npr_ddpm", eps, sched, x, nfe, noise, 1.0, spacing, clip, timesteps)
 
 
-@register("npr_ddim", stochastic=True)
+@register("npr_ddim", stochastic=True, needs=("cov_heads",))
 def npr_ddim(eps, sched, x, nfe, noise, *, eta=0.0, spacing="uniform", clip=False, timesteps=None):
     """NPR-DDIM (Bao et al. 2022b): the DDIM mean (lambda^2 = eta^2 beta-tilde) with the `npr` head's covariance."""
     if not eta >= 0:

@@ -28,6 +28,7 @@ class SamplerSpec:
     stochastic: bool
     options: dict = field(default_factory=dict)  # option name -> default
     summary: str = ""
+    needs: tuple = ()  # what it needs prepared before sampling (names resolved by nfebench.needs)
 
     def check_options(self, options: dict) -> dict:
         unknown = sorted(set(options) - set(self.options))
@@ -40,8 +41,9 @@ class SamplerSpec:
 SAMPLERS: dict[str, SamplerSpec] = {}
 
 
-def register(name: str, *, min_nfe: int = 1, stochastic: bool = False):
-    """Register `fn` under `name`. Its keyword-only parameters (with defaults) are its options."""
+def register(name: str, *, min_nfe: int = 1, stochastic: bool = False, needs: tuple = ()):
+    """Register `fn` under `name`. Its keyword-only parameters (with defaults) are its options; `needs` names what
+    the runner must prepare first (nfebench.needs: e.g. "moments" fills the option of that name)."""
 
     def deco(fn):
         if name in SAMPLERS:
@@ -52,7 +54,7 @@ def register(name: str, *, min_nfe: int = 1, stochastic: bool = False):
         if missing:
             raise ValueError(f"sampler {name!r}: option {missing[0]!r} needs a default")
         summary = (inspect.getdoc(fn) or "").split("\n")[0]
-        SAMPLERS[name] = SamplerSpec(name, fn, min_nfe, stochastic, options, summary)
+        SAMPLERS[name] = SamplerSpec(name, fn, min_nfe, stochastic, options, summary, tuple(needs))
         return fn
 
     return deco

@@ -1,0 +1,154 @@
+"""What a sampler, its options or a model needs before sampling, resolved in one place.
+
+The runner knows no sampler or model family by name. Instead:
+- a sampler declares its needs when it registers (`@register("analytic_ddpm", needs=("moments",))`);
+- an option value can imply a need (`OPTION_NEEDS`: spacing=elbo needs the ELBO step costs);
+- a model declares needs on itself (`model.needs`: a tuple of names, e.g. a text encoder's embeddings or a prior);
+- a point's own settings can (a tuned grid is checked against the weights it was tuned for).
+
+`prepare(model, p)` collects those names in a fixed order and calls each one's resolver once. A resolver computes
+(or loads from its cache) what the need stands for and returns a `Resolution`: sampler options to fill, the model the
+sampler should call instead (a wrapper), and row fields or timings to record. Its one-off cost is printed and kept
+apart from the NFE. A new preparation is one resolver in `RESOLVERS`, never a branch in run.py.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .samplers import get_sampler
+
+
+@dataclass
+class Resolution:
+    """What one resolved need changes. Empty fields change nothing."""
+
+    options: dict = field(default_factory=dict)  # sampler options to set (only where the option is unset / None)
+    model: object | None = None  # the model the sampler calls from now on (a wrapper of the one it was given)
+    row: dict = field(default_factory=dict)  # leaderboard fields (columns must exist in the schema)
+    timings: dict = field(default_factory=dict)  # seconds, into metrics.json's timings
+
+
+# need name -> resolver(model, point, progress) -> Resolution. Filled below and by the modules that add needs.
+RESOLVERS: dict[str, Callable] = {}
+
+# (option, value) -> the need that option value implies; the need fills the sampler option of its own name, so it
+# applies to the samplers that take that option (the chain samplers' elbo_costs).
+OPTION_NEEDS = {("spacing", "elbo"): "elbo_costs"}
+
+
+def resolver(name: str):
+    """Register the resolver of need `name` (one per name)."""
+
+    def deco(fn):
+        if name in RESOLVERS:
+            raise ValueError(f"need {name!r} has two resolvers ({RESOLVERS[name].__module__} and {fn.__module__})")
+        RESOLVERS[name] = fn
+        return fn
+
+    return deco
+
+
+def needs_of(model, p) -> list[str]:
+    """The needs of point p on this model, in resolution order (model first: a wrapper can serve sampler needs)."""
+    spec = get_sampler(p.sampler)
+    names = list(getattr(model, "needs", ()) or ())
+    names += list(spec.needs)
+    names += [need for (opt, value), need in OPTION_NEEDS.items()
+              if p.sampler_options.get(opt) == value and need in spec.options]
+    if getattr(p, "tuned", None) is not None:
+        names.append("tuned_weights")
+    return list(dict.fromkeys(names))  # once each, first mention first
+
+
+@dataclass
+class Prepared:
+    model: object  # what the sampler calls
+    options: dict  # the sampler options, needs filled in
+    row: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+
+def prepare(model, p, progress: bool = True) -> Prepared:
+    """Resolve every need of p on `model`; p.sampler_options is not modified (the row keeps what the user set)."""
+    out = Prepared(model=model, options=dict(p.sampler_options))
+    for name in needs_of(model, p):
+        if out.options.get(name) is not None:  # a need that fills an option the user already set is met
+            continue
+        if name not in RESOLVERS:
+            raise KeyError(f"need {name!r} has no resolver (known: {', '.join(sorted(RESOLVERS))})")
+        t0 = time.perf_counter()
+        res = RESOLVERS[name](out.model, p, progress)
+        out.options.update({k: v for k, v in res.options.items() if out.options.get(k) is None})
+        out.model = res.model if res.model is not None else out.model
+        out.row.update(res.row)
+        out.timings.update(res.timings or {f"{name}_seconds": round(time.perf_counter() - t0, 3)})
+    return out
+
+
+# --- the needs nfebench has today ------------------------------------------------------------------------------
+
+def _announce(progress: bool, what: str, info: dict) -> None:
+    if progress:
+        how = "cached" if info["cached"] else f"estimated in {info['seconds']:.0f} s"
+        print(f"[nfebench] {what}: {how} ({info['per_sample_evals']} evaluations x {info['num_images']} train "
+              f"images, one-off, not counted in NFE): {info['path']}")
+
+
+def _train_split(p):
+    from .data import load_split
+
+    return load_split(p.dataset["name"], "train", **p.dataset.get("options", {}))
+
+
+def model_digest(model) -> str:
+    from .analytic_dpm import gmm_digest, weights_digest
+
+    return gmm_digest(model.gmm) if hasattr(model, "gmm") else weights_digest(model.source)
+
+
+@resolver("moments")
+def analytic_moments(model, p, progress=True) -> Resolution:
+    """Analytic-DPM's Gamma_n for this model: estimated once on the dataset's train split and cached beside the
+    checkpoint (or in ~/.cache/nfebench)."""
+    from .analytic_dpm import cached_moments
+    from .run import ConfigError
+
+    if not model.schedule.discrete:
+        raise ConfigError(f"Analytic-DPM needs a discrete schedule (moments at integer timesteps); model "
+                          f"{model.name!r} has {model.schedule.describe()}")
+    _, info = cached_moments(model, model.betas, _train_split(p), model_digest=model_digest(model),
+                             model_dir=model.source)
+    _announce(progress, "Analytic-DPM moments", info)
+    return Resolution(options={"moments": info["path"]})
+
+
+@resolver("elbo_costs")
+def elbo_costs(model, p, progress=True) -> Resolution:
+    """spacing=elbo's per-timestep x0 errors (Watson et al. 2021; nfebench.elbo_steps), cached beside the checkpoint."""
+    from .elbo_steps import cached_x0_errors
+
+    _, info = cached_x0_errors(model, model.betas, _train_split(p), model_digest=model_digest(model),
+                               model_dir=model.source)
+    _announce(progress, "ELBO step costs", info)
+    return Resolution(options={"elbo_costs": info["path"]})
+
+
+@resolver("tuned_weights")
+def tuned_grid(model, p, progress=True) -> Resolution:
+    """A grid tuned for other weights (a retrained checkpoint) is an error."""
+    from .tuning import check_record
+
+    check_record(p.tuned, model_digest=model_digest(model))
+    return Resolution()
+
+
+@resolver("cov_heads")
+def covariance_heads(model, p, progress=True) -> Resolution:
+    """SN/NPR-DPM sample with the covariance head on the network's forward pass (nfebench.cov_heads)."""
+    from .cov_heads import attach_heads
+    from .samplers.analytic import HEAD_KINDS
+
+    return Resolution(model=attach_heads(model, HEAD_KINDS[p.sampler]))
