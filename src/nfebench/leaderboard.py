@@ -60,6 +60,11 @@ COLUMNS = [
     "guidance_scale",      # classifier-free guidance w (eps_u + w (eps_c - eps_u)); empty: the model's plain behaviour
     "network_passes",      # network passes per sample: nfe_used, x2 where both halves of guidance ran
     "class_accuracy",      # fraction of samples the dataset's classifier labels as asked (digits-cnn; else empty)
+    # --- added with the solver papers' metrics (issue 23; docs/metrics.md) ---
+    "ode_error",           # mean over samples of the rms distance to the converged ODE solution from the same x_T
+    "ode_reference",       # that reference (sampler, NFE, end point), or why there is none (a stochastic sampler)
+    "ode_reference_error", # rms distance of the reference to itself at half its NFE (an overestimate of its error)
+    "sfid",                # sFID: Frechet distance of Inception mixed_6/conv's first 7 channels (ADM's convention)
 ]
 
 

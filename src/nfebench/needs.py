@@ -4,7 +4,8 @@ The runner knows no sampler or model family by name. Instead:
 - a sampler declares its needs when it registers (`@register("analytic_ddpm", needs=("moments",))`);
 - an option value can imply a need (`OPTION_NEEDS`: spacing=elbo needs the ELBO step costs);
 - a model declares needs on itself (`model.needs`: a tuple of names, e.g. a text encoder's embeddings or a prior);
-- a point's own settings can (a tuned grid is checked against the weights it was tuned for).
+- a point's own settings can (a tuned grid is checked against the weights it was tuned for; a metric that needs
+  something prepared, `METRIC_NEEDS`: metrics.ode_error needs the ODE reference).
 
 `prepare(model, p)` collects those names in a fixed order and calls each one's resolver once. A resolver computes
 (or loads from its cache) what the need stands for and returns a `Resolution`: sampler options to fill, the model the
@@ -14,9 +15,12 @@ apart from the NFE. A new preparation is one resolver in `RESOLVERS`, never a br
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Callable
+
+import numpy as np
 
 from .samplers import get_sampler
 
@@ -29,6 +33,10 @@ class Resolution:
     model: object | None = None  # the model the sampler calls from now on (a wrapper of the one it was given)
     row: dict = field(default_factory=dict)  # leaderboard fields (columns must exist in the schema)
     timings: dict = field(default_factory=dict)  # seconds, into metrics.json's timings
+    # per-sample hooks on the sampler's raw output (before decoding and quantization): hook(x0, seeds) -> [B] values,
+    # hook.key names them, hook.summary(values [N]) gives row fields (nfebench.metrics.ode_error.OdeError)
+    per_sample: list = field(default_factory=list)
+    details: dict = field(default_factory=dict)  # into metrics.json beside the row
 
 
 # need name -> resolver(model, point, progress) -> Resolution. Filled below and by the modules that add needs.
@@ -37,6 +45,9 @@ RESOLVERS: dict[str, Callable] = {}
 # (option, value) -> the need that option value implies; the need fills the sampler option of its own name, so it
 # applies to the samplers that take that option (the chain samplers' elbo_costs).
 OPTION_NEEDS = {("spacing", "elbo"): "elbo_costs"}
+
+# metrics.<key> true -> the need it implies (resolved after the sampler's own needs, seeing their options)
+METRIC_NEEDS = {"ode_error": "ode_reference"}
 
 
 def resolver(name: str):
@@ -60,6 +71,7 @@ def needs_of(model, p) -> list[str]:
               if p.sampler_options.get(opt) == value and need in spec.options]
     if getattr(p, "tuned", None) is not None:
         names.append("tuned_weights")
+    names += [need for key, need in METRIC_NEEDS.items() if (getattr(p, "metrics", None) or {}).get(key)]
     return list(dict.fromkeys(names))  # once each, first mention first
 
 
@@ -69,22 +81,51 @@ class Prepared:
     options: dict  # the sampler options, needs filled in
     row: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    per_sample: list = field(default_factory=list)  # the resolutions' per-sample hooks
+    details: dict = field(default_factory=dict)
+    values: dict = field(default_factory=dict)  # hook key -> {seed: value}, filled while sampling
+
+    def observe(self, x0, seeds) -> dict:
+        """Run every per-sample hook on a batch of raw sampler output; {key: [B] values} (saved with the shard)."""
+        out = {h.key: np.asarray(h(x0, seeds), dtype=np.float64) for h in self.per_sample}
+        self.restore(out, seeds)
+        return out
+
+    def restore(self, arrays, seeds) -> None:
+        """Take the hooks' values of samples finished earlier (a resumed shard, samples.npz) from `arrays`."""
+        for h in self.per_sample:
+            if h.key not in arrays:
+                raise KeyError(f"{h.key} is missing from the stored samples; run again with force=true")
+            self.values.setdefault(h.key, {}).update(zip((int(s) for s in seeds), np.asarray(arrays[h.key])))
+
+    def arrays(self, seeds) -> dict:
+        """{key: [N] values in seed order}."""
+        return {h.key: np.array([self.values[h.key][int(s)] for s in seeds]) for h in self.per_sample}
+
+    def summarize(self, seeds) -> dict:
+        """The hooks' row fields from all N values."""
+        vals = self.arrays(seeds)
+        return {k: v for h in self.per_sample for k, v in h.summary(vals[h.key]).items()}
 
 
 def prepare(model, p, progress: bool = True) -> Prepared:
     """Resolve every need of p on `model`; p.sampler_options is not modified (the row keeps what the user set)."""
     out = Prepared(model=model, options=dict(p.sampler_options))
+    q = copy.copy(p)  # what the resolvers see: p with the options filled so far (p itself keeps what the user set)
     for name in needs_of(model, p):
         if out.options.get(name) is not None:  # a need that fills an option the user already set is met
             continue
         if name not in RESOLVERS:
             raise KeyError(f"need {name!r} has no resolver (known: {', '.join(sorted(RESOLVERS))})")
         t0 = time.perf_counter()
-        res = RESOLVERS[name](out.model, p, progress)
+        q.sampler_options = dict(out.options)
+        res = RESOLVERS[name](out.model, q, progress)
         out.options.update({k: v for k, v in res.options.items() if out.options.get(k) is None})
         out.model = res.model if res.model is not None else out.model
         out.row.update(res.row)
         out.timings.update(res.timings or {f"{name}_seconds": round(time.perf_counter() - t0, 3)})
+        out.per_sample += res.per_sample
+        out.details.update(res.details)
     return out
 
 
@@ -152,3 +193,12 @@ def covariance_heads(model, p, progress=True) -> Resolution:
     from .samplers.analytic import HEAD_KINDS
 
     return Resolution(model=attach_heads(model, HEAD_KINDS[p.sampler]))
+
+
+@resolver("ode_reference")
+def ode_reference(model, p, progress=True) -> Resolution:
+    """metrics.ode_error's converged reference from the same x_T, cached under results_dir (nfebench.metrics.ode_error);
+    stochastic samplers get none (their row says why)."""
+    from .metrics.ode_error import resolve
+
+    return resolve(model, p, progress)

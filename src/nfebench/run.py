@@ -7,6 +7,7 @@ Data flows forward only. Everything the run writes goes under results_dir, each 
     results_dir/runs/<run_id>/grid.png             the first 100 samples
     results_dir/runs/<run_id>/features.npz         per-sample features the metrics were computed from (see score)
     results_dir/runs/<run_id>/nll.npz              NLL runs: per_image_bpd of the test images, in split order
+    results_dir/runs/<run_id>/per_sample.npz       per-sample values of the raw sampler output (metrics.ode_error)
     results_dir/runs/<run_id>/metrics.json         the leaderboard row, as JSON
     results_dir/runs/<run_id>/status.json          only for a failed run: what went wrong
     results_dir/leaderboard.csv                    one row per finished run
@@ -62,7 +63,8 @@ NON_KEY_FIELDS = ("results_dir", "device", "batch_size", "force")
 LATER_DEFAULTS = {None: {"guidance_scale": None, "class_labels": None},
                   "model": {"prediction_type": None, "variance_type": None, "schedule": None,
                             "num_classes": None, "null_class": None, "conditional": False},
-                  "metrics": {"reference_stats": None, "fid_infinity": False, "prc": False},
+                  "metrics": {"reference_stats": None, "fid_infinity": False, "prc": False, "ode_error": False,
+                              "ode_reference": None, "sfid": False, "reference_batch": None},
                   "sampler": {"elbo_costs": None,  # the chain samplers' spacing=elbo input
                               "atol": 0.0078, "rtol": 0.05}}  # dpm's method=adaptive tolerances
 
@@ -226,6 +228,8 @@ def generate(model, p: Point, seeds: list[int], shard_dir: Path | None = None, p
             if i in done:  # resume: a batch finished by an earlier, interrupted run
                 with np.load(done[i]) as z:
                     parts.append(torch.from_numpy(z["samples"]))
+                    if getattr(p, "prepared", None) is not None:  # per-sample values of the raw output (ode_error)
+                        p.prepared.restore(z, seeds[i:i + z["samples"].shape[0]])
                     nfe_used, seconds = max(nfe_used, int(z["nfe_used"])), seconds + float(z["seconds"])
                     j = i + z["samples"].shape[0]
             else:
@@ -247,10 +251,11 @@ def generate(model, p: Point, seeds: list[int], shard_dir: Path | None = None, p
                                   seeds=np.array(seeds[i:j], dtype=np.uint32))
                     raise RunFailed(f"NaN/Inf in samples {i}..{j - 1}: {bad}")
                 dt = time.perf_counter() - t0  # sampling alone; a latent model's decode is timed by its decoder
+                per = p.prepared.observe(x0, seeds[i:j]) if getattr(p, "prepared", None) is not None else {}
                 batch = to_uint8(x0 if model.decoder is None else model.decoder(x0)).cpu()
                 if shard_dir:
                     _save_npz(shard_dir / f"{i:07d}-{j:07d}.npz", samples=batch.numpy(), nfe_used=eps.calls,
-                              seconds=dt)
+                              seconds=dt, **per)
                 parts.append(batch)
                 nfe_used, seconds = max(nfe_used, eps.calls), seconds + dt
             bar.update(j - i)
@@ -444,6 +449,7 @@ def _run_locked(p: Point, model, sampling, session, run_id: str, run_dir: Path, 
         session.dist.finish()
         with np.load(final) as z:
             samples = torch.from_numpy(z["samples"])
+            p.prepared.restore(z, seeds)
         prev = json.loads((run_dir / "sampling.json").read_text())
         nfe_used, secs, gpu_row = prev["nfe_used"], prev["sampling_seconds"], prev["gpu_row"]
         print(f"[nfebench] reusing the finished samples in {final}")
@@ -455,7 +461,8 @@ def _run_locked(p: Point, model, sampling, session, run_id: str, run_dir: Path, 
             atomic_write_text(run_dir / "status.json", json.dumps({"status": "failed", "error": str(e)}, indent=2))
             raise RunFailed(f"{e}; run marked failed, samples kept in {run_dir}") from None
         labels = {"class_labels": np.array([p.labels[s] for s in seeds], dtype=np.int64)} if p.labels else {}
-        _save_npz(final, samples=samples.numpy(), seeds=np.array(seeds, dtype=np.uint32), **labels)
+        _save_npz(final, samples=samples.numpy(), seeds=np.array(seeds, dtype=np.uint32), **labels,
+                  **p.prepared.arrays(seeds))
         atomic_write_text(run_dir / "sampling.json",
                           json.dumps({"nfe_used": nfe_used, "sampling_seconds": secs, "gpu_row": gpu_row}))
         shutil.rmtree(run_dir / "shards", ignore_errors=True)
@@ -468,6 +475,9 @@ def _run_locked(p: Point, model, sampling, session, run_id: str, run_dir: Path, 
     if likelihood:  # per-image bits, for nfebench.stats.paired_nll
         _save_npz(run_dir / "nll.npz", per_image_bpd=likelihood["nll"].pop("per_image_bpd").numpy())
     metrics.update(likelihood.get("row", {}))
+    if p.prepared.per_sample:  # per-sample values of the raw output (ode_error), for paired comparisons
+        _save_npz(run_dir / "per_sample.npz", seeds=np.array(seeds, dtype=np.uint32), **p.prepared.arrays(seeds))
+        metrics.update(p.prepared.summarize(seeds))
     timings = {"load_seconds": round(getattr(model, "load_seconds", 0.0), 3), **p.prepared.timings,
                "sampling_seconds": round(secs, 3), "scoring_seconds": round(t_nll - t_score, 3)}
     if model.decoder is not None:  # latent models: decoding the latents, apart from sampling_seconds
@@ -487,7 +497,7 @@ def _run_locked(p: Point, model, sampling, session, run_id: str, run_dir: Path, 
         "guidance_scale": p.guidance_scale, "network_passes": nfe_used * network_passes(p.guidance_scale),
         **p.prepared.row,
     }
-    details = {"timings": timings, **({"nll": likelihood["nll"]} if likelihood else {})}
+    details = {"timings": timings, **({"nll": likelihood["nll"]} if likelihood else {}), **p.prepared.details}
     atomic_write_text(run_dir / "metrics.json", json.dumps({**row, **details}, indent=2, default=str) + "\n")
     append_row(board, row)
     print_row(row, board, timings)
@@ -502,7 +512,9 @@ def print_row(row: dict, board: Path, timings: dict) -> None:
             "feature_extractor", "reference"] + (["nll_bpd", "nll_method", "nll_variance", "nll_nfe"]
                                                   if row.get("nll_method") else []) + (
         ["guidance_scale", "network_passes", "class_accuracy"] if row.get("guidance_scale") is not None
-        or row.get("class_accuracy") is not None else [])
+        or row.get("class_accuracy") is not None else []) + (
+        ["ode_error", "ode_reference", "ode_reference_error"] if row.get("ode_reference") else []) + (
+        ["sfid"] if row.get("sfid") is not None else [])
     w = max(len(k) for k in keys)
     spent = ", ".join(f"{k.split('_')[0]} {v:.1f} s" for k, v in timings.items())
     print("\n".join([""] + [f"  {k:<{w}}  {fmt(row.get(k))}" for k in keys]
