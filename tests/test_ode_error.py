@@ -180,3 +180,34 @@ def test_bad_reference_is_one_line_error(tmp_path):
 
     with pytest.raises(ConfigError, match="must be a deterministic sampler ending at t_min; it ends at clean"):
         run(tmp_path, "sampler=ddim", "nfe=10", "metrics.ode_reference={sampler: ddim, nfe: 100}")
+
+
+def test_recommend_ranks_by_ode_error_and_compare_pairs_it(tmp_path, capsys):
+    """rank_by=ode_error: the order of the mean ode_errors, differences from nfebench.stats.paired_mean, the
+    stochastic candidate last and untested with its reason; compare prints the paired ODE-error difference."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import nfebench.__main__ as entry
+    from nfebench import stats
+    from nfebench.compare import find_run, main as compare_main
+    from nfebench.recommend import recommend
+
+    with initialize_config_dir(config_dir=str(entry.CONF_DIR), version_base="1.3"):
+        c = OmegaConf.to_container(compose("recommend", overrides=[
+            *ORACLE, "metrics=none", "metrics.ode_error=true", "nfe=8", "num_samples=16", "device=cpu", "n_boot=200",
+            "samplers=[ddim,dpmpp,ddpm,euler]", "rank_by=ode_error", f"results_dir={tmp_path}"]), resolve=True)
+    out = recommend(c, progress=False)
+    ranked = out["ranked"]
+    assert [r["sampler"] for r in ranked][-1] == "ddpm" and ranked[-1]["verdict"] == "untested"
+    means = [r["ode_error"] for r in ranked[:-1]]
+    assert means == sorted(means) and all(r["ode_error_ci_low"] <= r["ode_error"] <= r["ode_error_ci_high"]
+                                          for r in ranked[:-1])
+    best, second = (find_run(r["run_id"], tmp_path) for r in ranked[:2])
+    want = stats.paired_mean(second.per_sample()["ode_error"], best.per_sample()["ode_error"], "ode_error",
+                             n_boot=200)
+    assert ranked[1]["delta"] == pytest.approx(want["delta"]) and ranked[1]["delta_ci_low"] == pytest.approx(
+        want["ci_low"])
+    assert "stochastic" in out["advice"] and out["markdown"].name.endswith("-ode_error.md")
+    assert compare_main([ranked[1]["run_id"], ranked[0]["run_id"], "--results", str(tmp_path)]) == 0
+    assert "ODE error" in capsys.readouterr().out

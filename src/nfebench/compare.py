@@ -1,7 +1,7 @@
 """`python -m nfebench.compare RUN_A RUN_B`: is the difference between two runs real?
 
 RUN_A, RUN_B: run ids (looked up under --results DIR/runs/) or run directories. Prints both runs' FID, KID and IS
-(and NLL when both are NLL runs), their difference A - B with its confidence interval and p-value from
+(and NLL when both are NLL runs, ODE error when both stored it: metrics.ode_error), their difference A - B with its confidence interval and p-value from
 nfebench.stats (paired over the samples' shared seeds), and refuses, in one line, runs scored under different
 protocols, runs sampled from different seeds (unless --unpaired), and runs without stored features (saying how to
 re-score them: `--rescore RUN` recomputes features.npz from the run's samples.npz).
@@ -37,6 +37,14 @@ class Run:
             raise CompareError(f"run {self.run_id} has no stored features ({path} is missing: it was scored before "
                                f"nfebench kept them); re-score it from its samples with `python -m nfebench.compare "
                                f"--rescore {self.dir}`")
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+
+    def per_sample(self) -> dict | None:
+        """per_sample.npz (seeds and per-sample values of the raw sampler output, e.g. ode_error), or None."""
+        path = self.dir / "per_sample.npz"
+        if not path.is_file():
+            return None
         with np.load(path) as z:
             return {k: z[k] for k in z.files}
 
@@ -86,15 +94,31 @@ def reference_features(run: Run) -> dict:
 
 
 def compare_runs(a: Run, b: Run, n_boot: int = 1000, seed: int = 0, level: float = 0.95, paired: bool = True,
-                 metrics=("fid", "kid", "is"), ref: dict | None = None) -> list[dict]:
-    """nfebench.stats results for each of `metrics` (fid, kid, is), and nll when both runs stored per-image bits."""
+                 metrics=("fid", "kid", "is", "ode_error"), ref: dict | None = None) -> list[dict]:
+    """nfebench.stats results for each of `metrics` (fid, kid, is, ode_error), and nll when both runs stored
+    per-image bits. ode_error is compared when both runs stored it (per_sample.npz) and `metrics` names it; two
+    runs with ode_error and no features compare on ode_error alone."""
     from . import stats
 
     check_comparable(a, b, paired)
+    pa, pb = a.per_sample(), b.per_sample()
+    ode_res, ode = None, "ode_error" in metrics and pa is not None and pb is not None and "ode_error" in pa and "ode_error" in pb
+    features = any(k in metrics for k, _, _ in METRICS)
+    if features and ode and not ((a.dir / "features.npz").is_file() and (b.dir / "features.npz").is_file()):
+        features = False  # runs scored by ode_error alone (metrics=none)
+    out = []
+    if ode:
+        refs = [str(r.row.get("ode_reference", "")).split(" to ")[0] for r in (a, b)]
+        if refs[0] != refs[1] or a.row.get("model") != b.row.get("model"):
+            raise CompareError(f"runs {a.run_id} and {b.run_id} measured ode_error against different references "
+                               f"({a.row.get('model')}: {refs[0]!r} vs {b.row.get('model')}: {refs[1]!r})")
+        ode_res = stats.paired_mean(pa["ode_error"], pb["ode_error"], "ode_error", n_boot=n_boot, seed=seed, level=level,
+                                seeds_a=pa["seeds"], seeds_b=pb["seeds"], paired=paired)
+    if not features:
+        return [ode_res] if ode_res else []
     fa, fb = a.features(), b.features()
     ref = ref if ref is not None else reference_features(a)
     seeds = dict(seeds_a=fa["seeds"], seeds_b=fb["seeds"], paired=paired)
-    out = []
     for key, _, fn in METRICS:
         if key not in metrics:
             continue
@@ -104,7 +128,7 @@ def compare_runs(a: Run, b: Run, n_boot: int = 1000, seed: int = 0, level: float
     bits_a, bits_b = a.nll_bits(), b.nll_bits()
     if bits_a is not None and bits_b is not None:
         out.append(stats.paired_nll(bits_a, bits_b, n_boot=n_boot, seed=seed, level=level, paired=paired))
-    return out
+    return out + ([ode_res] if ode_res else [])
 
 
 def rescore(run: Run) -> Path:
@@ -133,7 +157,7 @@ def describe(tag: str, run: Run) -> str:
 
 
 def table(results: list[dict]) -> str:
-    names = {"fid": "FID", "kid": "KID", "is": "IS", "nll": "NLL (bits/dim)"}
+    names = {"fid": "FID", "kid": "KID", "is": "IS", "nll": "NLL (bits/dim)", "ode_error": "ODE error"}
     lines = [f"{'metric':<15} {'A':>10} {'B':>10} {'A - B':>10}  {'CI':<24} {'p':>7}"]
     for r in results:
         ci = f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"

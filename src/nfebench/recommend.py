@@ -1,4 +1,4 @@
-"""`python -m nfebench.recommend model=... nfe=10 [samplers=[ddim,dpmpp]] [tune=true] [num_samples=...]`
+"""`python -m nfebench.recommend model=... nfe=10 [samplers=[ddim,dpmpp]] [tune=true] [rank_by=ode_error]`
 
 Which sampler should I use at this NFE on this model? Runs every candidate as an ordinary benchmark point through
 nfebench.run (one leaderboard row each, resumable, skipped when already there): each sampler of `samplers` with its
@@ -8,6 +8,10 @@ samplers run at their defaults only). All candidates share one protocol (model, 
 the same per-sample noise), so their FIDs are compared paired, by the report's own test
 (nfebench.report.fid_differences: nfebench.stats.paired_fid against the best, Holm-adjusted p-values, tied = the
 95 % CI of the difference covers 0). Each FID's own CI is nfebench.stats.fid_ci.
+
+rank_by=ode_error (with metrics.ode_error=true) ranks by the distance to the ODE solution instead
+(nfebench.report.ode_error_differences: nfebench.stats.paired_mean of the per-sample values, Holm), stochastic
+candidates listed last as untested; its files are recommend-<model>-nfe<N>-ode_error.md/.csv.
 
 Prints the ranked table and one line of advice, and writes them to results_dir/recommend-<model>-nfe<N>.md and .csv.
 Bad input ends with a one-line `nfebench: error: ...` and exit code 2, before any candidate runs.
@@ -28,9 +32,11 @@ from omegaconf import DictConfig, OmegaConf
 from .__main__ import exit_on_user_error, launch
 from .paths import CONF_DIR
 
-SETTINGS = ("samplers", "tune", "tuning", "n_boot")  # conf/recommend.yaml's own keys, not part of any run's config
+SETTINGS = ("samplers", "tune", "tuning", "n_boot", "rank_by")  # conf/recommend.yaml's own keys, not part of any run's config
 CSV_COLUMNS = ["rank", "candidate", "sampler", "spacing", "fid", "fid_ci_low", "fid_ci_high", "delta", "delta_ci_low",
-               "delta_ci_high", "p_holm", "verdict", "nfe_used", "sampling_seconds", "tuning_seconds", "run_id"]
+               "delta_ci_high", "p_holm", "verdict", "nfe_used", "sampling_seconds", "tuning_seconds", "run_id",
+               "rank_by", "ode_error", "ode_error_ci_low", "ode_error_ci_high"]  # delta*: of the rank_by metric
+RANK_BY = ("fid", "ode_error")
 
 
 def _sampler_defaults(name: str) -> dict:
@@ -42,12 +48,15 @@ def _sampler_defaults(name: str) -> dict:
     return OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else {"name": name}
 
 
-def _settings(c: dict) -> tuple[list[str], bool, dict, int]:
+def _settings(c: dict) -> tuple[list[str], bool, dict, int, str]:
     from .run import ConfigError
     from .stats import MIN_BOOT
     from .tuning import TUNE_DEFAULTS
 
-    samplers, tune, tuning, n_boot = (c.pop(k, None) for k in SETTINGS)
+    samplers, tune, tuning, n_boot, rank_by = (c.pop(k, None) for k in SETTINGS)
+    rank_by = rank_by or "fid"
+    if rank_by not in RANK_BY:
+        raise ConfigError(f"rank_by must be one of {', '.join(RANK_BY)}, got {rank_by!r}")
     if isinstance(samplers, str):
         samplers = [samplers]
     if not isinstance(samplers, list) or not samplers or not all(isinstance(s, str) for s in samplers):
@@ -63,7 +72,7 @@ def _settings(c: dict) -> tuple[list[str], bool, dict, int]:
         raise ConfigError(f"unknown tuning setting {unknown[0]!r}; allowed: {', '.join(TUNE_DEFAULTS)}")
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < MIN_BOOT:
         raise ConfigError(f"n_boot must be an integer >= {MIN_BOOT}, got {n_boot!r}")
-    return samplers, tune, tuning, n_boot
+    return samplers, tune, tuning, n_boot, rank_by
 
 
 def candidates(c: dict, samplers: list[str], tune: bool) -> list[dict]:
@@ -115,23 +124,34 @@ def advice(diffs: list[dict]) -> str:
     tied = [d["variant"] for d in diffs[1:] if d["tied"]]
     worse = [d["variant"] for d in diffs[1:] if not d["tied"] and np.isfinite(d["delta"])]
     untested = [d["variant"] for d in diffs[1:] if not np.isfinite(d["delta"])]
+    whys = sorted({d.get("why") or "no stored features" for d in diffs[1:] if not np.isfinite(d["delta"])})
     parts = [f"use {diffs[0]['variant']}"]
     parts.append(f"{names(tied)} {verb(tied)} statistically tied with it" if tied else
                  "no other candidate is statistically tied with it")
     if worse:
         parts.append(f"{names(worse)} {verb(worse)} significantly worse")
     if untested:
-        parts.append(f"{names(untested)} could not be tested (no stored features)")
+        parts.append(f"{names(untested)} could not be tested ({'; '.join(whys)})")
     return "; ".join(parts)
 
 
-def ranking(rows, results_dir: Path, n_boot: int, tuning_seconds: dict) -> list[dict]:
-    """The ranked candidates: the report's paired differences to the best plus each FID's own CI."""
+def ranking(rows, results_dir: Path, n_boot: int, tuning_seconds: dict, rank_by: str = "fid") -> list[dict]:
+    """The ranked candidates: the report's paired differences to the best (FID, or ode_error: then the stochastic
+    candidates, which have none, last as untested) plus each value's own CI."""
     from .compare import CompareError, find_run, reference_features
-    from .report import fid_differences
-    from .stats import fid_ci
+    from .report import fid_differences, ode_error_differences
+    from .stats import fid_ci, mean_ci
 
-    diffs = fid_differences(rows, results_dir, n_boot=n_boot)
+    if rank_by == "ode_error":
+        diffs = ode_error_differences(rows, results_dir, n_boot=n_boot)
+        ranked = {d["variant"] for d in diffs}
+        diffs += [{"variant": v, "delta": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_holm": np.nan,
+                   "tied": False, "why": str(r) if isinstance(r, str) and r else "no ode_error"}
+                  for v, r in zip(rows["variant"], rows["ode_reference"]) if v not in ranked]
+        for d in diffs:
+            d["fid"] = rows.set_index("variant").loc[d["variant"], "fid"]
+    else:
+        diffs = fid_differences(rows, results_dir, n_boot=n_boot)
     by_variant = rows.set_index("variant")
 
     def own_ci(run_id: str, ref) -> dict:  # NaN for a row whose run directory or features.npz is not here
@@ -142,29 +162,54 @@ def ranking(rows, results_dir: Path, n_boot: int, tuning_seconds: dict) -> list[
             pass
         return {"ci_low": np.nan, "ci_high": np.nan}
 
+    def ode_ci(run_id: str) -> dict:
+        try:
+            per = find_run(run_id, results_dir).per_sample()
+            if per is not None and "ode_error" in per:
+                return mean_ci(per["ode_error"], n_boot=n_boot)
+        except CompareError:
+            pass
+        return {"ci_low": np.nan, "ci_high": np.nan}
+
     try:
-        ref = reference_features(find_run(by_variant.loc[diffs[0]["variant"], "run_id"], results_dir))["fid"]
+        ref = None if rank_by != "fid" else \
+            reference_features(find_run(by_variant.loc[diffs[0]["variant"], "run_id"], results_dir))["fid"]
     except CompareError:  # e.g. a fresh clone: the committed leaderboard without its runs/
         ref = None
     out = []
     for rank, d in enumerate(diffs, 1):
         row = by_variant.loc[d["variant"]]
         ci = own_ci(row["run_id"], ref)
+        oci = ode_ci(row["run_id"]) if rank_by == "ode_error" else {"ci_low": np.nan, "ci_high": np.nan}
         verdict = "best" if rank == 1 else "tied" if d["tied"] else "worse" if np.isfinite(d["delta"]) else "untested"
         out.append({"rank": rank, "candidate": d["variant"], "sampler": row["sampler"],
                     "spacing": row["options"].get("spacing", ""), "fid": d["fid"], "fid_ci_low": ci["ci_low"],
                     "fid_ci_high": ci["ci_high"], "delta": d["delta"], "delta_ci_low": d["ci_low"],
                     "delta_ci_high": d["ci_high"], "p_holm": d["p_holm"], "verdict": verdict,
                     "nfe_used": row["nfe_used"], "sampling_seconds": row["sampling_seconds"],
-                    "tuning_seconds": tuning_seconds.get(row["run_id"]), "run_id": row["run_id"], "_diff": d})
+                    "tuning_seconds": tuning_seconds.get(row["run_id"]), "run_id": row["run_id"], "rank_by": rank_by,
+                    "ode_error": row.get("ode_error", np.nan), "ode_error_ci_low": oci["ci_low"],
+                    "ode_error_ci_high": oci["ci_high"], "_diff": d})
     return out
 
 
-def markdown(ranked: list[dict], line: str, title: str, protocol: str, command: str) -> str:
+def markdown(ranked: list[dict], line: str, title: str, protocol: str, command: str, rank_by: str = "fid") -> str:
     from .report import fmt, md_table
 
     def g(v, spec=".3g"):
         return "–" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, spec)
+
+    if rank_by == "ode_error":
+        table = [[str(r["rank"]), r["candidate"], g(r["ode_error"]),
+                  f"[{g(r['ode_error_ci_low'])}, {g(r['ode_error_ci_high'])}]",
+                  "best" if r["rank"] == 1 else g(r["delta"], "+.3g"),
+                  "" if r["rank"] == 1 else f"[{g(r['delta_ci_low'], '+.3g')}, {g(r['delta_ci_high'], '+.3g')}]",
+                  "" if r["rank"] == 1 else g(r["p_holm"]), r["verdict"], fmt(r["fid"]), g(r["nfe_used"], ".0f"),
+                  g(r["sampling_seconds"], ".1f")] for r in ranked]
+        headers = ["#", "Candidate", "ode_error", "95 % CI", "- best", "95 % CI", "p (Holm)", "verdict", "FID",
+                   "NFE used", "sampling s"]
+        return "\n".join([f"### {title}", "", f"`{command}`", "", protocol, "", md_table(headers, table), "",
+                          f"**Advice**: {line}.", ""])
 
     table = [[str(r["rank"]), r["candidate"], fmt(r["fid"]), f"[{g(r['fid_ci_low'])}, {g(r['fid_ci_high'])}]",
               "best" if r["rank"] == 1 else g(r["delta"], "+.3g"),
@@ -193,9 +238,11 @@ def recommend(cfg: DictConfig | dict, progress: bool = True, command: str = "pyt
     from .run import ConfigError, check_writable
 
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg))
-    samplers, tune, tuning, n_boot = _settings(c)
-    if not (c.get("metrics") or {}).get("fid"):
+    samplers, tune, tuning, n_boot, rank_by = _settings(c)
+    if rank_by == "fid" and not (c.get("metrics") or {}).get("fid"):
         raise ConfigError("recommend ranks by FID: metrics.fid must be true (metrics=default or inception)")
+    if rank_by == "ode_error" and not (c.get("metrics") or {}).get("ode_error"):
+        raise ConfigError("rank_by=ode_error needs metrics.ode_error=true")
     cands = candidates(c, samplers, tune)
     results_dir = Path(c.get("results_dir", "results"))
     check_writable(results_dir)
@@ -207,7 +254,7 @@ def recommend(cfg: DictConfig | dict, progress: bool = True, command: str = "pyt
             tuning_seconds[run_id] = secs
     df = load_leaderboard(results_dir / "leaderboard.csv")
     rows = df[df["run_id"].isin(ids)].copy()
-    ranked = ranking(rows, results_dir, n_boot, tuning_seconds)
+    ranked = ranking(rows, results_dir, n_boot, tuning_seconds, rank_by)
     line = advice([r.pop("_diff") for r in ranked])
     model, nfe = c["model"].get("name", "model"), c["nfe"]
     first = rows.iloc[0]
@@ -217,8 +264,17 @@ def recommend(cfg: DictConfig | dict, progress: bool = True, command: str = "pyt
                 f"Holm-adjusted p (nfebench.stats.paired_fid, as the report's \"Is the difference real?\"), {n_boot} "
                 f"replicates; tied: the CI of the difference covers 0. Sampling and tuning seconds on "
                 f"{first['device']}.")
-    stem = results_dir / f"recommend-{model}-nfe{nfe}"
-    md = markdown(ranked, line, f"Which sampler at NFE {nfe} on `{model}`?", protocol, command)
+    if rank_by == "ode_error":
+        first = rows[rows["ode_error"].notna()].iloc[0] if rows["ode_error"].notna().any() else first
+        protocol = (f"Model `{model}`, NFE {nfe}, {c['num_samples']} samples from seed {c['seed']} (the same noise for "
+                    f"every candidate), ranked by ode_error: rms distance per dimension to the converged ODE solution "
+                    f"from the same x_T ({first['ode_reference']}; docs/metrics.md). 95 % CI: bootstrap of the mean "
+                    f"over the samples (nfebench.stats.mean_ci); - best: paired bootstrap with Holm-adjusted p "
+                    f"(nfebench.stats.paired_mean), {n_boot} replicates; tied: the CI of the difference covers 0. "
+                    f"Stochastic candidates have no ODE solution (untested). FID as measured, for comparison.")
+    stem = results_dir / (f"recommend-{model}-nfe{nfe}" + ("" if rank_by == "fid" else f"-{rank_by}"))
+    md = markdown(ranked, line, f"Which sampler at NFE {nfe} on `{model}`?" + (
+        "" if rank_by == "fid" else f" (ranked by {rank_by})"), protocol, command, rank_by)
     atomic_write_text(stem.with_suffix(".md"), md)
     atomic_write_text(stem.with_suffix(".csv"), to_csv(ranked))
     if progress:

@@ -507,6 +507,7 @@ def quality_section(model: str, dataset: str, proto: Protocol, rows: pd.DataFram
                    f"{proto.num_samples:g} samples", figures / name, log_y=True)
         out += [f"![FID vs NFE, {model}, protocol {index}](figures/{name})", ""]
         out += significance_section(rows, results_dir)
+    out += ode_error_section(rows, results_dir)
     out += published_section(rows, published)
     out += rank_section(rows, published)
     return out
@@ -562,6 +563,73 @@ def fid_differences(rows: pd.DataFrame, results_dir: Path, n_boot: int = 1000) -
         tested.append((r, res["p_value"]))
     for (r, _), p in zip(tested, holm([p for _, p in tested])):
         r["p_holm"] = p
+    return out
+
+
+def ode_error_differences(rows: pd.DataFrame, results_dir: Path, n_boot: int = 1000) -> list[dict]:
+    """As fid_differences for ode_error (metrics.ode_error): the variant with the lowest mean ode_error and every
+    other's difference to it, paired over the samples' per-sample values (per_sample.npz; nfebench.stats.paired_mean),
+    Holm-adjusted. Rows without ode_error (stochastic samplers) are left out."""
+    from .compare import CompareError, compare_runs, find_run
+
+    rows = rows[rows["ode_error"].notna()] if "ode_error" in rows else rows.iloc[:0]
+    agg = aggregate(rows, "ode_error").sort_values(["mean", "variant"])
+    runs = rows.sort_values("seed").drop_duplicates("variant").set_index("variant")
+    out = [{"variant": v, "ode_error": m, "delta": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_holm": np.nan,
+            "tied": False, "why": ""} for v, m in zip(agg["variant"], agg["mean"])]
+    if not out:
+        return out
+    out[0].update(delta=0.0, tied=True)
+    try:
+        best = find_run(runs.loc[out[0]["variant"], "run_id"], results_dir)
+    except CompareError as e:
+        for r in out[1:]:
+            r["why"] = f"best run: {_why(e)}"
+        return out
+    tested = []
+    for r in out[1:]:
+        try:
+            other = find_run(runs.loc[r["variant"], "run_id"], results_dir)
+            paired = other.row.get("seed") == best.row.get("seed")
+            res = [x for x in compare_runs(other, best, n_boot=n_boot, paired=paired, metrics=("ode_error",))
+                   if x["metric"] == "ode_error"]
+            if not res:
+                raise CompareError("no stored per-sample ode_error")
+        except (CompareError, ValueError, OSError) as e:
+            r["why"] = _why(e)
+            continue
+        res = res[0]
+        r.update(delta=res["delta"], ci_low=res["ci_low"], ci_high=res["ci_high"], tied=res["ci_low"] <= 0)
+        tested.append((r, res["p_value"]))
+    for (r, _), p in zip(tested, holm([p for _, p in tested])):
+        r["p_holm"] = p
+    return out
+
+
+def ode_error_section(rows: pd.DataFrame, results_dir: Path) -> list[str]:
+    """Per NFE: mean ode_error of each deterministic sampler, its difference to the best with a paired 95 % CI and
+    Holm-adjusted p (tied in bold), as significance_section for FID."""
+    if "ode_error" not in rows or rows["ode_error"].isna().all():
+        return []
+    ref = rows.loc[rows["ode_error"].notna(), "ode_reference"].iloc[0]
+    out = ["#### Distance to the ODE solution (ode_error) and its difference to the best at each NFE", "",
+           f"RMS distance per dimension of each sample to the converged ODE solution from the same x_T ({ref}; "
+           "docs/metrics.md), mean over samples; difference paired over the samples (`nfebench.stats.paired_mean`, "
+           "1000 replicates), Holm-adjusted p. Stochastic samplers have no ODE solution and are not listed.", ""]
+    for nfe in sorted(rows.loc[rows["ode_error"].notna(), "nfe"].unique()):
+        diffs = ode_error_differences(rows[(rows["nfe"] == nfe)], results_dir)
+        table = []
+        for d in diffs:
+            bold = (lambda t: f"**{t}**") if d["tied"] else (lambda t: t)
+            if d is diffs[0]:
+                table.append([bold(d["variant"]), bold(f"{d['ode_error']:.3g}"), "best", "", ""])
+            elif np.isfinite(d["delta"]):
+                table.append([bold(d["variant"]), bold(f"{d['ode_error']:.3g}"), f"{d['delta']:+.3g}",
+                              f"[{d['ci_low']:+.3g}, {d['ci_high']:+.3g}]", f"{d['p_holm']:.3g}"])
+            else:
+                table.append([d["variant"], f"{d['ode_error']:.3g}", MISSING, d["why"], MISSING])
+        out += [f"NFE {fmt_nfe(nfe)}:", "", md_table(["Sampler", "ode_error", "- best", "95 % CI", "p (Holm)"], table),
+                ""]
     return out
 
 

@@ -277,3 +277,27 @@ def paired_nll(bits_a, bits_b, n_boot: int = 1000, seed: int = 0, level: float =
     _check(a.shape[0], b.shape[0], n_boot, level, paired, None, None)
     return bootstrap(lambda w: w @ a / a.shape[0], lambda w: w @ b / b.shape[0], a.shape[0], b.shape[0], "nll",
                      n_boot, seed, level, paired, device)
+
+
+def paired_mean(values_a, values_b, metric: str, n_boot: int = 1000, seed: int = 0, level: float = 0.95, *,
+                seeds_a=None, seeds_b=None, paired: bool = True, device=None) -> dict:
+    """mean(a) - mean(b) of per-sample values [N] (e.g. ode_error, nfebench.metrics.ode_error) with the paired
+    bootstrap CI and p-value of the module docstring, row i of both from the same seed."""
+    device = device or default_device()
+    a = _features(np.asarray(values_a, dtype=np.float64).reshape(-1, 1), "values_a", device)[:, 0]
+    b = _features(np.asarray(values_b, dtype=np.float64).reshape(-1, 1), "values_b", device)[:, 0]
+    _check(a.shape[0], b.shape[0], n_boot, level, paired, seeds_a, seeds_b)
+    return bootstrap(lambda w: w @ a / a.shape[0], lambda w: w @ b / b.shape[0], a.shape[0], b.shape[0], metric,
+                     n_boot, seed, level, paired, device)
+
+
+def mean_ci(values, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """One run's mean of per-sample values with the basic bootstrap interval over its rows: {mean, ci_low, ci_high}."""
+    x = torch.as_tensor(np.asarray(values, dtype=np.float64))
+    _check(x.shape[0], x.shape[0], n_boot, level, False, None, None)
+    gen = torch.Generator().manual_seed(seed)
+    boot = torch.cat([_weights(x.shape[0], min(CHUNK, n_boot - s), gen, "cpu") @ x / x.shape[0]
+                      for s in range(0, n_boot, CHUNK)])
+    lo, hi = _basic_interval(float(x.mean()), boot, level)
+    return {"mean": float(x.mean()), "ci_low": lo, "ci_high": hi, "level": level, "n_boot": int(n_boot),
+            "n": x.shape[0]}
