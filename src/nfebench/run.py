@@ -288,6 +288,15 @@ def reference_for(p: Point, weights_path: str | None, progress=True) -> tuple:
     m = p.metrics
     if m.get("reference_stats"):
         return reference_statistics(m["reference_stats"], m["feature_extractor"], p.device)
+    if m.get("reference_batch"):  # ADM's reference batch: its images' features, or its statistics alone
+        from .metrics.adm import gaussian, load_reference_batch
+
+        batch = load_reference_batch(m["reference_batch"])
+        if batch["images"] is None:
+            return gaussian(batch["mu"], batch["sigma"], p.device), batch["label"]
+        feats = reference_features(batch["images"], batch["label"].replace(":", "-"), m["feature_extractor"],
+                                   weights_path, m.get("batch_size", 500), p.device, verbose=progress)
+        return feats, batch["label"]
     ref = load_split(p.dataset["name"], "train", **p.dataset.get("options", {}))
     feats = reference_features(ref, f"{p.dataset['name']}-train-{ref.shape[0]}", m["feature_extractor"], weights_path,
                                m.get("batch_size", 500), p.device, verbose=progress)
@@ -316,13 +325,17 @@ def score(samples: torch.Tensor, p: Point, progress=True, features_path: Path | 
         _save_npz(features_path, compress=False, seeds=np.array(sample_seeds(p.seed, samples.shape[0]), np.uint32),
                   **{k: v.numpy() for k, v in feats.items()})
     kid = bool(m.get("kid"))
-    if m.get("reference_stats") and kid:  # KID needs the reference features, not only their mean and covariance
+    if not isinstance(ref, dict) and kid:  # KID needs the reference features, not only their mean and covariance
         kid = False
         if progress:
             print("[nfebench] metrics.reference_stats: KID needs the reference images, not computed")
     res = fidelity_from_features(feats, ref, fid=bool(m.get("fid")), isc=bool(m.get("isc")), kid=kid,
                                  fid_infinity=bool(m.get("fid_infinity")), prc=bool(m.get("prc")), device=p.device)
-    return {"fid": res.get(FID), "is_mean": res.get(IS_MEAN), "is_std": res.get(IS_STD),
+    if m.get("sfid") or m.get("reference_batch"):  # ADM's conventions: sFID, a reference batch's own statistics
+        from .metrics.adm import adm_metrics
+
+        res.update(adm_metrics(samples, feats, p, weights, progress))
+    return {"fid": res.get(FID), "sfid": res.get("sfid"), "is_mean": res.get(IS_MEAN), "is_std": res.get(IS_STD),
             "kid_mean": res.get(KID_MEAN), "kid_std": res.get(KID_STD),
             "feature_extractor": m["feature_extractor"], "reference": reference,
             "fid_infinity": res.get(FID_INF), "prc_precision": res.get(PRECISION), "prc_recall": res.get(RECALL)}
@@ -415,6 +428,10 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     model_opts = {k: v for k, v in p.model.items() if k not in ("kind", "note")}
     model = load_model(p.model["kind"], device=p.device, **model_opts)
     p.labels = class_labels_for(p, model, sample_seeds(p.seed, p.num_samples))  # bad labels / guidance fail here
+    if p.metrics.get("sfid") or p.metrics.get("reference_batch"):  # sFID's layer, the batch's resolution
+        from .metrics.adm import preflight
+
+        preflight(p.metrics, tuple(model.sample_shape[1:]))
     prepared = prepare(model, p, progress)  # what the sampler, its options and the model need (nfebench.needs)
     p.sampler_options, sampling, p.prepared = prepared.options, prepared.model, prepared
     dry_run(p.sampler, p.nfe, model.schedule, model.variance_type, **sampler_call_options(p))  # bad options fail here

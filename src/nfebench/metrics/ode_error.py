@@ -49,7 +49,10 @@ END_TOL = 0.2   # the probe's end within this fraction of sigma(t_min) of 0 / of
 #                 (rk45 at rtol = 3e-3 is 6 % off; a grid ending at the discrete t = 1 is 49 % off)
 
 
-class OdeErrorError(ValueError):
+from .fidelity import MetricsError  # noqa: E402
+
+
+class OdeErrorError(MetricsError):
     """ode_error cannot be measured as configured: the message names the bad value and what is allowed."""
 
 
