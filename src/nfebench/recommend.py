@@ -268,7 +268,8 @@ def recommend(cfg: DictConfig | dict, progress: bool = True, command: str = "pyt
         first = rows[rows["ode_error"].notna()].iloc[0] if rows["ode_error"].notna().any() else first
         protocol = (f"Model `{model}`, NFE {nfe}, {c['num_samples']} samples from seed {c['seed']} (the same noise for "
                     f"every candidate), ranked by ode_error: rms distance per dimension to the converged ODE solution "
-                    f"from the same x_T ({first['ode_reference']}; docs/metrics.md). 95 % CI: bootstrap of the mean "
+                    f"from the same x_T ({str(first['ode_reference']).split(' to ')[0]}, to each sampler's own end "
+                    f"point: t_min, or clean data by the denoising step at t_min; docs/metrics.md). 95 % CI: bootstrap of the mean "
                     f"over the samples (nfebench.stats.mean_ci); - best: paired bootstrap with Holm-adjusted p "
                     f"(nfebench.stats.paired_mean), {n_boot} replicates; tied: the CI of the difference covers 0. "
                     f"Stochastic candidates have no ODE solution (untested). FID as measured, for comparison.")

@@ -611,10 +611,10 @@ def ode_error_section(rows: pd.DataFrame, results_dir: Path) -> list[str]:
     Holm-adjusted p (tied in bold), as significance_section for FID."""
     if "ode_error" not in rows or rows["ode_error"].isna().all():
         return []
-    ref = rows.loc[rows["ode_error"].notna(), "ode_reference"].iloc[0]
+    ref = str(rows.loc[rows["ode_error"].notna(), "ode_reference"].iloc[0]).split(" to ")[0]
     out = ["#### Distance to the ODE solution (ode_error) and its difference to the best at each NFE", "",
-           f"RMS distance per dimension of each sample to the converged ODE solution from the same x_T ({ref}; "
-           "docs/metrics.md), mean over samples; difference paired over the samples (`nfebench.stats.paired_mean`, "
+           f"RMS distance per dimension of each sample to the converged ODE solution from the same x_T ({ref}, to "
+           "each sampler's own end point, t_min or clean data; docs/metrics.md), mean over samples; difference paired over the samples (`nfebench.stats.paired_mean`, "
            "1000 replicates), Holm-adjusted p. Stochastic samplers have no ODE solution and are not listed.", ""]
     for nfe in sorted(rows.loc[rows["ode_error"].notna(), "nfe"].unique()):
         diffs = ode_error_differences(rows[(rows["nfe"] == nfe)], results_dir)
