@@ -61,7 +61,8 @@ NON_KEY_FIELDS = ("results_dir", "device", "batch_size", "force")
 # (and the rows already in a leaderboard, which make reproduce skips) stay valid. None: top-level keys.
 LATER_DEFAULTS = {None: {"guidance_scale": None, "class_labels": None},
                   "model": {"prediction_type": None, "variance_type": None, "schedule": None,
-                            "num_classes": None, "null_class": None, "conditional": False},
+                            "num_classes": None, "null_class": None, "conditional": False,
+                            "image_seq_len": None},  # dynamic-shift flow configs (issue 26)
                   "metrics": {"reference_stats": None, "fid_infinity": False, "prc": False},
                   "sampler": {"elbo_costs": None,  # the chain samplers' spacing=elbo input
                               "atol": 0.0078, "rtol": 0.05}}  # dpm's method=adaptive tolerances

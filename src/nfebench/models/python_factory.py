@@ -53,8 +53,8 @@ def load_python(factory=None, kwargs=None, device="cpu", name: str | None = None
     if dtype not in ("float32", "float64"):
         raise ModelError(f"unknown model dtype {dtype!r}; allowed: float32, float64")
     if schedule is None:
-        raise ModelError("model.schedule is not set; give a kind (discrete, vp_linear, ve) or "
-                         "{kind: ..., parameters}")
+        raise ModelError("model.schedule is not set; give a kind (discrete, vp_linear, ve, flow) "
+                         "or {kind: ..., parameters}")
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
     ptype, vtype = check_prediction_type(prediction_type), check_variance_type(variance_type)
     sched, shape = from_config(schedule), _shape(sample_shape)
