@@ -60,6 +60,12 @@ COLUMNS = [
     "guidance_scale",      # classifier-free guidance w (eps_u + w (eps_c - eps_u)); empty: the model's plain behaviour
     "network_passes",      # network passes per sample: nfe_used, x2 where both halves of guidance ran
     "class_accuracy",      # fraction of samples the dataset's classifier labels as asked (digits-cnn; else empty)
+    # --- added with the text-to-image pipelines (issue 22) ---
+    "prompts",             # the prompt set: NAME@HASH (file name, first 12 hex of its SHA-256); builtin@... shipped
+    "encode_seconds",      # wall time of encoding the distinct prompts once (outside sampling_seconds and the NFE)
+    "clip_score",          # torchmetrics' CLIP score: max(mean over samples of 100 cos(image, caption), 0)
+    "clip_model",          # the CLIP backbone of clip_score and cmmd (scores from different backbones do not compare)
+    "cmmd",                # CMMD (Jayasumana et al. 2024): RBF-kernel MMD^2 (sigma 10) x 1000 of CLIP image embeddings
 ]
 
 

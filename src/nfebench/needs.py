@@ -8,7 +8,8 @@ The runner knows no sampler or model family by name. Instead:
 
 `prepare(model, p)` collects those names in a fixed order and calls each one's resolver once. A resolver computes
 (or loads from its cache) what the need stands for and returns a `Resolution`: sampler options to fill, the model the
-sampler should call instead (a wrapper), and row fields or timings to record. Its one-off cost is printed and kept
+sampler should call instead (a wrapper), and row fields, timings or per-sample values (stored beside the seeds) to
+record. Its one-off cost is printed and kept
 apart from the NFE. A new preparation is one resolver in `RESOLVERS`, never a branch in run.py.
 """
 
@@ -29,6 +30,7 @@ class Resolution:
     model: object | None = None  # the model the sampler calls from now on (a wrapper of the one it was given)
     row: dict = field(default_factory=dict)  # leaderboard fields (columns must exist in the schema)
     timings: dict = field(default_factory=dict)  # seconds, into metrics.json's timings
+    per_sample: dict = field(default_factory=dict)  # name -> array [num_samples], stored beside the seeds (samples.npz)
 
 
 # need name -> resolver(model, point, progress) -> Resolution. Filled below and by the modules that add needs.
@@ -69,6 +71,7 @@ class Prepared:
     options: dict  # the sampler options, needs filled in
     row: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    per_sample: dict = field(default_factory=dict)
 
 
 def prepare(model, p, progress: bool = True) -> Prepared:
@@ -85,6 +88,7 @@ def prepare(model, p, progress: bool = True) -> Prepared:
         out.model = res.model if res.model is not None else out.model
         out.row.update(res.row)
         out.timings.update(res.timings or {f"{name}_seconds": round(time.perf_counter() - t0, 3)})
+        out.per_sample.update(res.per_sample)
     return out
 
 

@@ -59,7 +59,8 @@ class RunFailed(RuntimeError):
 NON_KEY_FIELDS = ("results_dir", "device", "batch_size", "force")
 # Config keys added after rows were recorded: at these defaults they are left out of the key, so earlier run ids
 # (and the rows already in a leaderboard, which make reproduce skips) stay valid. None: top-level keys.
-LATER_DEFAULTS = {None: {"guidance_scale": None, "class_labels": None},
+LATER_DEFAULTS = {None: {"guidance_scale": None, "class_labels": None,
+                         "prompts": None, "negative_prompt": None, "guidance_interval": None},  # issue 22
                   "model": {"prediction_type": None, "variance_type": None, "schedule": None,
                             "num_classes": None, "null_class": None, "conditional": False,
                             "image_seq_len": None},  # dynamic-shift flow configs (issue 26)
@@ -148,6 +149,8 @@ def sampler_call_options(p: Point) -> dict:
 def class_labels_for(p: Point, model, seeds: list[int]) -> dict:
     """seed -> class label for each sample: drawn uniformly over model.num_classes from the sample's own seed, or
     the configured list (sample i gets class_labels[i % len]); {} for an unconditional model."""
+    if model.conditioning is not None:  # the model conditions each sample itself (its need resolver checks guidance)
+        return {}
     k = model.num_classes
     if k is None:
         if p.class_labels is not None or p.guidance_scale is not None:
@@ -238,6 +241,8 @@ def generate(model, p: Point, seeds: list[int], shard_dir: Path | None = None, p
                 cond = {} if not p.labels else dict(
                     class_labels=torch.tensor([p.labels[s] for s in seeds[i:j]]), guidance_scale=p.guidance_scale,
                     null_class=model.null_class)
+                if model.conditioning is not None:  # per-sample conditioning the model applies itself (EpsModel)
+                    cond = model.conditioning(seeds[i:j])
                 eps = CountedEps(partial(model, **cond), budget=p.nfe)
                 x0 = spec.fn(eps, sched, x, p.nfe, noise, **sampler_call_options(p))
                 bad = eps.nonfinite or (None if torch.isfinite(x0).all() else
@@ -338,6 +343,15 @@ def class_accuracy(samples: torch.Tensor, p: Point) -> dict:
     with torch.no_grad():
         predicted = torch.cat([net.eval().logits(b).argmax(1) for b in samples.split(1000)])
     return {"class_accuracy": (predicted == wanted).double().mean().item()}
+
+
+def clip_metrics(samples: torch.Tensor, p: Point, path: Path, progress=True) -> dict:
+    """metrics.clip_score / metrics.cmmd (nfebench.metrics.clip); per-sample values saved at path."""
+    if not (p.metrics.get("clip_score") or p.metrics.get("cmmd")):
+        return {}
+    from .metrics.clip import clip_metrics as compute
+
+    return compute(samples, p.prepared.per_sample.get("prompts"), p.metrics, p.device, path, progress)
 
 
 CHAIN_SAMPLERS = ("ddpm", "ddim", "analytic_ddpm", "analytic_ddim")
@@ -456,14 +470,16 @@ def _run_locked(p: Point, model, sampling, session, run_id: str, run_dir: Path, 
             atomic_write_text(run_dir / "status.json", json.dumps({"status": "failed", "error": str(e)}, indent=2))
             raise RunFailed(f"{e}; run marked failed, samples kept in {run_dir}") from None
         labels = {"class_labels": np.array([p.labels[s] for s in seeds], dtype=np.int64)} if p.labels else {}
-        _save_npz(final, samples=samples.numpy(), seeds=np.array(seeds, dtype=np.uint32), **labels)
+        _save_npz(final, samples=samples.numpy(), seeds=np.array(seeds, dtype=np.uint32), **labels,
+                  **p.prepared.per_sample)
         atomic_write_text(run_dir / "sampling.json",
                           json.dumps({"nfe_used": nfe_used, "sampling_seconds": secs, "gpu_row": gpu_row}))
         shutil.rmtree(run_dir / "shards", ignore_errors=True)
     save_grid(samples, run_dir / "grid.png")
 
     t_score = time.perf_counter()
-    metrics = {**score(samples, p, progress, features_path=run_dir / "features.npz"), **class_accuracy(samples, p)}
+    metrics = {**score(samples, p, progress, features_path=run_dir / "features.npz"), **class_accuracy(samples, p),
+               **clip_metrics(samples, p, run_dir / "clip.npz", progress)}
     t_nll = time.perf_counter()
     likelihood = measure_nll(model, p, progress)
     if likelihood:  # per-image bits, for nfebench.stats.paired_nll

@@ -132,12 +132,13 @@ class LatentDecoder:
     def __init__(self, autoencoder, kind: str):
         self.autoencoder, self.kind, self.seconds = autoencoder, kind, 0.0
         self.scale = autoencoder.config.scaling_factor if kind == "vae" else 1.0
+        self.shift = (getattr(autoencoder.config, "shift_factor", None) or 0.0) if kind == "vae" else 0.0  # SD3, Flux
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()
         with torch.no_grad():
             ae = self.autoencoder
-            x = ae.decode(z.to(device=ae.device, dtype=ae.dtype) / self.scale).sample.to(z.dtype)
+            x = ae.decode(z.to(device=ae.device, dtype=ae.dtype) / self.scale + self.shift).sample.to(z.dtype)
         self.seconds += time.perf_counter() - t0
         return x
 

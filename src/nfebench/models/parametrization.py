@@ -41,6 +41,11 @@ both halves, so guiding the raw outputs would give the same field: the guided fi
 network predicts. w = 1 (or None) is the conditional network alone and w = 0 the unconditional one, one pass each;
 any other w runs both halves as one forward of 2B samples (GUIDED_PASSES network passes per evaluation).
 With learned variances the variance values are the conditional half's.
+
+Text conditioning (nfebench.models.pipeline) goes the same way: the network takes a dict of per-sample tensors
+(prompt embeddings, pooled embeddings, SDXL's time ids) and the negative / unconditional prompt's embeddings play
+the null label; `guidance_interval` [lo, hi] (Kynkaenniemi et al. 2024) guides only where EDM's sigma = sigma / alpha
+is in (lo, hi] and runs the conditional network alone elsewhere (guidance_passes counts the passes).
 """
 
 from __future__ import annotations
@@ -121,6 +126,18 @@ def network_passes(guidance_scale) -> int:
     return 1 if guidance_scale is None or guidance_scale in (0, 1) else 2
 
 
+def guidance_passes(schedule, tau, guidance_scale, interval=None) -> int:
+    """Network passes of one guided evaluation at tau: 2 where both halves of CFG run, else 1. With a guidance
+    interval (Kynkaenniemi et al. 2024, Sec. 3) CFG runs only where EDM's sigma = sigma / alpha of the step lies in
+    (lo, hi]; elsewhere the conditional network alone (one pass)."""
+    if network_passes(guidance_scale) == 1:
+        return 1
+    if interval is None:
+        return 2
+    sigma = float(schedule.edm_sigma(float(tau)))
+    return 2 if interval[0] < sigma <= interval[1] else 1
+
+
 def check_guidance(class_labels, guidance_scale, null_class, batch: int | None = None):
     """Validate conditioning arguments before any sampling; returns the labels as an int64 tensor (or None)."""
     if guidance_scale is not None:
@@ -162,10 +179,14 @@ class EpsAdapter:
         self.device = getattr(network, "device", torch.device("cpu"))
 
     def __call__(self, x: torch.Tensor, tau: torch.Tensor, class_labels: torch.Tensor | None = None,
-                 guidance_scale: float | None = None, null_class: int | None = None) -> torch.Tensor:
+                 guidance_scale: float | None = None, null_class: int | None = None, *, condition: dict | None = None,
+                 negative: dict | None = None, guidance_interval=None) -> torch.Tensor:
         A, B, k = (c.to(x.device) for c in _coefficients(self.schedule, self.prediction_type, tau, x.dim()))
         x_model = (x.double() * k).to(x.dtype)
         t_net = self.time(tau)
+        if condition is not None:
+            return self._conditioned(x, x_model, tau, t_net, A, B, condition, negative, guidance_scale,
+                                     guidance_interval)
         if class_labels is None:
             return self._to_eps(self.network(x_model, t_net), x, A, B)
         y = check_guidance(class_labels, guidance_scale, null_class, x.shape[0]).to(x.device)
@@ -181,6 +202,19 @@ class EpsAdapter:
         if hasattr(eps_c, "variance_values"):
             eps.variance_values, eps.variance_type = eps_c.variance_values, eps_c.variance_type
         return eps
+
+    def _conditioned(self, x, x_model, tau, t_net, A, B, condition, negative, w, interval):
+        """A network conditioned by tensors (a pipeline's prompt embeddings: a dict of [B, ...] tensors, called
+        network(x_model, t_net, condition)), guided with the negative / unconditional condition as class labels are:
+        eps_u + w (eps_c - eps_u) in eps, both halves as one forward of 2B samples, only where guidance_passes is 2
+        (w = 0: the negative condition alone)."""
+        if negative is None or guidance_passes(self.schedule, tau[0], w, interval) == 1:
+            cond = negative if (negative is not None and w == 0) else condition
+            return self._to_eps(self.network(x_model, t_net, cond), x, A, B)
+        out = self.network(torch.cat([x_model, x_model]), torch.cat([t_net, t_net]), {
+            k: torch.cat([condition[k], negative[k]]) for k in condition})
+        eps_c, eps_u = (self._to_eps(o, x, A, B) for o in out.chunk(2, dim=0))
+        return (eps_u.double() + w * (eps_c.double() - eps_u.double())).to(x.dtype)
 
     def _to_eps(self, out: torch.Tensor, x: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
         """The network's output (prediction [+ variance values], or with an auxiliary output (that, aux)) -> eps,
