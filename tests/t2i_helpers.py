@@ -55,7 +55,7 @@ def _unet(cross_dim: int, **extra):
 
 
 SD_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                    clip_sample=False, set_alpha_to_one=True, steps_offset=0, prediction_type="epsilon")
+                    clip_sample=False, set_alpha_to_one=True, steps_offset=1, prediction_type="epsilon")
 
 
 def build_sd(root: Path, prediction_type: str = "epsilon") -> Path:
