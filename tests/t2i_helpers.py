@@ -107,3 +107,56 @@ def build_clip(root: Path) -> Path:
                                                             crop_size={"height": 32, "width": 32}), tokenizer=tok)
     proc.save_pretrained(root)
     return root
+
+
+def _flow_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16),
+                         down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                         layers_per_block=1, norm_num_groups=8, sample_size=32, scaling_factor=1.5,
+                         shift_factor=0.1)  # SD3 / Flux decode z / scaling_factor + shift_factor
+
+
+def build_sd3(root: Path, shift: float = 3.0) -> Path:
+    """An SD3-style StableDiffusion3Pipeline: two CLIPs with projection (pooled 16 + 16), no T5 (the pipeline then
+    uses zeros for its part, as SD3 without text_encoder_3), an SD3Transformer2DModel on 8x8x4 latents (patch 1),
+    FlowMatchEulerDiscreteScheduler with shift 3 (SD3-medium's)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    tok = make_tokenizer(root / "_tok")
+    te1 = CLIPTextModelWithProjection(text_config(len(tok))).eval()
+    te2 = CLIPTextModelWithProjection(text_config(len(tok))).eval()
+    net = SD3Transformer2DModel(sample_size=8, patch_size=1, in_channels=4, out_channels=4, num_layers=1,
+                                attention_head_dim=8, num_attention_heads=2, joint_attention_dim=32,
+                                caption_projection_dim=16, pooled_projection_dim=32, pos_embed_max_size=16)
+    pipe = StableDiffusion3Pipeline(transformer=net, scheduler=FlowMatchEulerDiscreteScheduler(shift=shift),
+                                    vae=_flow_vae(), text_encoder=te1, tokenizer=tok, text_encoder_2=te2,
+                                    tokenizer_2=tok, text_encoder_3=None, tokenizer_3=None)
+    pipe.save_pretrained(root)
+    return root
+
+
+def build_flux(root: Path) -> Path:
+    """A Flux-style FluxPipeline: a CLIP (pooled 16) and a tiny T5 encoder (over the same character tokenizer), a
+    guidance-distilled FluxTransformer2DModel (guidance_embeds) on 2x2-packed 8x8x4 latents, the dynamic-shift
+    FlowMatchEulerDiscreteScheduler of FLUX.1-dev."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    tok = make_tokenizer(root / "_tok")
+    te1 = CLIPTextModel(text_config(len(tok))).eval()
+    t5 = T5EncoderModel(T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
+                                 pad_token_id=2, eos_token_id=1, decoder_start_token_id=0)).eval()
+    net = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                 attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                 pooled_projection_dim=16, guidance_embeds=True, axes_dims_rope=(4, 4, 8))
+    sched = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                            base_image_seq_len=256, max_image_seq_len=4096)
+    pipe = FluxPipeline(transformer=net, scheduler=sched, vae=_flow_vae(), text_encoder=te1, tokenizer=tok,
+                        text_encoder_2=t5, tokenizer_2=tok)
+    pipe.save_pretrained(root)
+    return root

@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import t2i_helpers  # noqa: E402
 
+from nfebench.api import to_vp_frame  # noqa: E402
 from nfebench.models import load_model  # noqa: E402
 from nfebench.needs import prepare  # noqa: E402
 from nfebench.prompts import PromptsError, assign, load_prompts  # noqa: E402
@@ -31,6 +32,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 def dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("t2i")
     return {"sd": t2i_helpers.build_sd(root / "sd"), "sdxl": t2i_helpers.build_sdxl(root / "sdxl"),
+            "sd3": t2i_helpers.build_sd3(root / "sd3"), "flux": t2i_helpers.build_flux(root / "flux"),
             "clip": t2i_helpers.build_clip(root / "clip"), "root": root}
 
 
@@ -44,7 +46,7 @@ def compose(*overrides):
 
 
 def point(path, sampler="dpmpp", nfe=4, num_samples=2, guidance_scale=7.5, dtype="float64", **top):
-    cfg = {"model": {"kind": "pipeline", "name": "t", "path": str(path), "dtype": dtype},
+    cfg = {"model": {"kind": "pipeline", "name": "t", "path": str(path), "dtype": dtype, "height": 32, "width": 32},
            "sampler": {"name": sampler, **top.pop("sampler_options", {})}, "dataset": {"name": "digits"},
            "metrics": {}, "nfe": nfe, "num_samples": num_samples, "batch_size": num_samples, "seed": 0,
            "device": "cpu", "guidance_scale": guidance_scale, **top}
@@ -56,24 +58,27 @@ def sample_latents(model, p):
     prepared = prepare(model, p, progress=False)
     m, seeds = prepared.model, sample_seeds(p.seed, p.num_samples)
     noise = PerSampleNoise(seeds)
-    x = noise.randn(model.sample_shape, dtype=model.dtype)
+    x = noise.randn(model.sample_shape, dtype=model.dtype)  # x_T in the model's space, from each sample's seed
     eps = CountedEps(partial(m, **m.conditioning(seeds)), budget=p.nfe)
     with torch.no_grad():
-        x0 = get_sampler(p.sampler).fn(eps, model.schedule, x, p.nfe, noise, **prepared.options)
+        x0 = get_sampler(p.sampler).fn(eps, model.schedule, to_vp_frame(x, model.schedule), p.nfe, noise,
+                                       **prepared.options)
     return x0, x, eps.calls, prepared
 
 
 # --- 1. rows through the CLI ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("family", ["sd", "sdxl"])
-def test_cli_rows_count_guided_evaluations_and_passes(dirs, family, tmp_path):
+@pytest.mark.parametrize("family,w,passes", [("sd", 7.5, 8), ("sdxl", 7.5, 8), ("sd3", 7.5, 8), ("flux", 3.5, 4)])
+def test_cli_rows_count_guided_evaluations_and_passes(dirs, family, w, passes, tmp_path):
+    """CFG: 2 passes per evaluation; Flux's guidance is an input of the transformer: 1."""
     from nfebench.run import run
 
-    cfg = compose("model=pipeline", f"model.path={dirs[family]}", "sampler=dpmpp", "nfe=4", "guidance_scale=7.5",
+    cfg = compose("model=pipeline", f"model.path={dirs[family]}", "model.height=32", "model.width=32",
+                  "sampler=dpmpp", "nfe=4", f"guidance_scale={w}",
                   "prompts=builtin", "metrics=t2i", f"metrics.clip_model={dirs['clip']}", "num_samples=3",
                   "batch_size=2", "device=cpu", f"results_dir={tmp_path}")
     row = run(cfg, progress=False)
-    assert row["nfe"] == 4 and row["nfe_used"] == 4 and row["network_passes"] == 8
+    assert row["nfe"] == 4 and row["nfe_used"] == 4 and row["network_passes"] == passes
     captions, label = load_prompts("builtin")
     assert row["prompts"] == label and label.startswith("builtin@")
     assert row["clip_model"] == str(dirs["clip"]) and 0.0 <= row["clip_score"] <= 100.0
@@ -122,6 +127,39 @@ def test_latents_match_the_diffusers_pipeline(models, family, sampler):
     captions = assign(load_prompts("builtin")[0], 2)
     theirs = pipe(prompt=captions, num_inference_steps=5, guidance_scale=7.5, latents=x_T.clone(),
                   output_type="latent").images
+    rel = float((mine - theirs).norm() / theirs.norm())
+    assert rel < 1e-4, rel
+
+
+@pytest.fixture(scope="module")
+def flow_models(dirs):
+    return {f: load_model("pipeline", path=str(dirs[f]), dtype="float64", height=32, width=32)
+            for f in ("sd3", "flux")}
+
+
+@pytest.mark.parametrize("family,w", [("sd3", 7.5), ("flux", 3.5)])
+def test_flow_euler_matches_flowmatch_euler_pipeline(flow_models, family, w):
+    """SD3 (CFG 7.5, shift 3) and Flux (embedded guidance 3.5, dynamic shift): nfebench's euler on the Flow
+    schedule's grid, then to clean data, equals the pipeline with FlowMatchEulerDiscreteScheduler given the same
+    sigmas (passed unshifted: the scheduler shifts them) and the same initial latents, 1e-4 relative."""
+    from nfebench.schedules import flow_time_unshift
+
+    model = flow_models[family]
+    pipe, sched = model.pipeline, model.schedule
+    ts = sched.timesteps(4, "uniform")  # 5 values from t_max = 1000 shift(0.999) down to t_min
+    p = point(model.source, "euler", nfe=5, guidance_scale=w, sampler_options={"timesteps": list(ts) + [-1.0]})
+    mine, x_T, used, _ = sample_latents(model, p)
+    assert used == 5
+    sigmas = flow_time_unshift(ts / sched.time_scale, sched.shift).tolist()
+    captions = assign(load_prompts("builtin")[0], 2)
+    kw = dict(prompt=captions, num_inference_steps=5, guidance_scale=w, sigmas=sigmas, height=32, width=32,
+              output_type="latent")
+    if family == "flux":
+        b, c, h, wd = x_T.shape
+        out = pipe(latents=pipe._pack_latents(x_T.clone(), b, c, h, wd), **kw).images
+        theirs = pipe._unpack_latents(out, 32, 32, pipe.vae_scale_factor)
+    else:
+        theirs = pipe(latents=x_T.clone(), **kw).images
     rel = float((mine - theirs).norm() / theirs.norm())
     assert rel < 1e-4, rel
 

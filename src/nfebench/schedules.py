@@ -59,7 +59,7 @@ class Schedule:
 
     def _check(self, tau):
         tau = np.asarray(tau, dtype=np.float64)
-        tol = 1e-9 * max(1.0, self.t_max)
+        tol = 1e-6 * max(1.0, self.t_max)  # float32 timesteps (a float32 model) round by up to 6e-8 relative
         if np.any(tau < self.t_min - tol) or np.any(tau > self.t_max + tol):
             raise ValueError(f"timestep {tau} outside [{self.t_min:g}, {self.t_max:g}]")
         return tau

@@ -157,19 +157,22 @@ def load_pipeline(path: str | None = None, device="cpu", name: str | None = None
     if not index.exists():
         raise ModelError(f"no model_index.json in {str(root)!r}: model=pipeline needs a diffusers pipeline directory "
                          f"(supported: {', '.join(SUPPORTED)})")
-    cls = json.loads(index.read_text()).get("_class_name")
+    components = json.loads(index.read_text())
+    cls = components.get("_class_name")
     if cls not in SUPPORTED:
         raise ModelError(f"pipeline class {cls!r} in {str(index)!r} is not supported by model=pipeline; supported: "
                          f"{', '.join(SUPPORTED)}")
     family = SUPPORTED[cls]
     extra = {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False} \
         if family == "sd" else {}
+    if family == "sd3":  # SD3 without T5 (saved without text_encoder_3): the pipeline uses zeros for its part
+        extra = {k: None for k in ("text_encoder_3", "tokenizer_3") if components.get(k, [None])[0] is None}
     try:
         pipe = getattr(diffusers, cls).from_pretrained(root, torch_dtype=torch_dtype, **extra)
     except Exception as e:
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise ModelError(f"cannot load the {cls} in {str(root)!r}: {msg}") from None
-    pipe = pipe.to(device)
+    pipe = pipe.to(device=device, dtype=torch_dtype)  # some modules load in float32 whatever torch_dtype says
     pipe.set_progress_bar_config(disable=True)
     denoiser = pipe.unet if family in ("sd", "sdxl") else pipe.transformer
     denoiser.eval().requires_grad_(False)
