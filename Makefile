@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.nfebench-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,launchers]'
+	$(PY) -m pip install -q -e '.[dev,launchers,t2i]'
 	touch $(STAMP)
 
 ## demo: set up, then run DPM-Solver at 10 NFE on the embedded digits model (appends a row to results/leaderboard.csv)

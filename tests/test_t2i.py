@@ -289,6 +289,40 @@ def test_cmmd_in_a_run_against_an_image_folder(dirs, tmp_path):
                                                                                                      proc)))
 
 
+def test_compare_gives_paired_cis_for_clip_score_and_cmmd(dirs, tmp_path, capsys):
+    """Two text-to-image runs (same seeds and prompts, two samplers) compared by nfebench.compare: CLIP score and
+    CMMD with their paired intervals, from clip.npz alone (no FID features)."""
+    from PIL import Image
+
+    from nfebench import compare, stats
+    from nfebench.run import run
+
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for i in range(3):
+        Image.new("RGB", (32, 32), (40 * i, 200 - 30 * i, 90)).save(ref / f"{i}.png")
+    rows = [run(compose("model=pipeline", f"model.path={dirs['sd']}", f"sampler={s}", "nfe=3", "guidance_scale=7.5",
+                        "metrics=t2i", f"metrics.clip_model={dirs['clip']}", "metrics.cmmd=true",
+                        f"metrics.cmmd_reference={ref}", "num_samples=4", "batch_size=4", "device=cpu",
+                        f"results_dir={tmp_path}"), progress=False) for s in ("ddim", "dpmpp")]
+    a, b = (compare.find_run(r["run_id"], tmp_path) for r in rows)
+    res = {r["metric"]: r for r in compare.compare_runs(a, b, n_boot=200)}
+    assert set(res) == {"clip_score", "cmmd"}
+    assert res["cmmd"]["a"] == pytest.approx(rows[0]["cmmd"], rel=1e-6)
+    assert res["cmmd"]["b"] == pytest.approx(rows[1]["cmmd"], rel=1e-6)
+    assert res["clip_score"]["a"] == pytest.approx(rows[0]["clip_score"], abs=1e-4)
+    assert res["cmmd"]["ci_low"] <= res["cmmd"]["delta"] <= res["cmmd"]["ci_high"]
+    with np.load(a.dir / "clip.npz") as za, np.load(b.dir / "clip.npz") as zb:  # the statistic is a function of rows
+        w = torch.ones(1, 4, dtype=torch.float64)
+        assert float(stats._cmmd_stat(torch.from_numpy(za["image_embeddings"]).double(),
+                                      torch.from_numpy(za["reference_embeddings"]).double())(w)[0]) == \
+            pytest.approx(rows[0]["cmmd"], rel=1e-5)
+        assert (za["seeds"] == zb["seeds"]).all()
+    assert compare.main([rows[0]["run_id"], rows[1]["run_id"], "--results", str(tmp_path), "--n-boot", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "CLIP score" in out and "CMMD" in out
+
+
 # --- one-line errors --------------------------------------------------------------------------------------------
 
 def test_errors(dirs, models, tmp_path):
@@ -308,10 +342,29 @@ def test_errors(dirs, models, tmp_path):
         prepare(model, point(model.source, guidance_scale=None, guidance_interval=[0.5, 3.0]), progress=False)
     with pytest.raises(PromptsError, match="does not exist"):
         prepare(model, point(model.source, prompts=str(tmp_path / "nope.txt")), progress=False)
+    flux = load_model("pipeline", path=str(dirs["flux"]), height=32, width=32)
+    with pytest.raises(ConfigError, match="guidance_interval needs an unconditional branch; FluxPipeline has none"):
+        prepare(flux, point(flux.source, guidance_scale=3.5, guidance_interval=[0.5, 3.0]), progress=False)
+    with pytest.raises(ConfigError, match="guidance-distilled: set guidance_scale"):
+        prepare(flux, point(flux.source, guidance_scale=None), progress=False)
     with pytest.raises(MetricsError, match="nor in the Hugging Face cache.*huggingface-cli download"):
         from nfebench.metrics.clip import load_clip
 
         load_clip("nobody/no-such-clip")
+
+
+def test_text_options_on_a_model_without_text_are_errors(tiny_unet_dir, tmp_path):
+    from nfebench.run import run
+
+    for override in ("prompts=builtin", "guidance_interval=[0.5,3.0]"):
+        cfg = compose("model=diffusers", f"model.path={tiny_unet_dir}", "metrics=none", "nfe=2", "num_samples=2",
+                      "device=cpu", f"results_dir={tmp_path}", override)
+        with pytest.raises(ConfigError, match="needs a text-to-image model"):
+            run(cfg, progress=False)
+    cfg = compose("model=diffusers", f"model.path={tiny_unet_dir}", "metrics=none", "nfe=2", "num_samples=2",
+                  "device=cpu", f"results_dir={tmp_path}", "guidance_scale=7.5")
+    with pytest.raises(ConfigError, match="guidance_scale need a class-conditional model"):  # no unconditional branch
+        run(cfg, progress=False)
 
 
 def test_cli_error_is_one_line(dirs, tmp_path):
@@ -321,3 +374,7 @@ def test_cli_error_is_one_line(dirs, tmp_path):
                 "metrics=none", f"results_dir={tmp_path}", "device=cpu")
     assert r.returncode == 2 and len(error_lines(r)) == 1 and "missing.txt" in error_lines(r)[0]
     assert "Traceback" not in r.stderr and not (tmp_path / "leaderboard.csv").exists()
+    r = run_cli("model=pipeline", f"model.path={dirs['sd']}", "nfe=2", "metrics=t2i",
+                "metrics.clip_model=nobody/no-such-clip", f"results_dir={tmp_path}", "device=cpu")
+    assert r.returncode == 2 and "huggingface-cli download nobody/no-such-clip" in error_lines(r)[0]
+    assert not (tmp_path / "runs").exists()  # refused before sampling

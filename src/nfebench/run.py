@@ -151,6 +151,10 @@ def class_labels_for(p: Point, model, seeds: list[int]) -> dict:
     the configured list (sample i gets class_labels[i % len]); {} for an unconditional model."""
     if model.conditioning is not None:  # the model conditions each sample itself (its need resolver checks guidance)
         return {}
+    unused = [k for k in ("prompts", "negative_prompt", "guidance_interval") if p.cfg.get(k) is not None]
+    if unused:
+        raise ConfigError(f"{unused[0]} needs a text-to-image model (model=pipeline); model {model.name!r} takes no "
+                          f"prompts")
     k = model.num_classes
     if k is None:
         if p.class_labels is not None or p.guidance_scale is not None:
@@ -351,7 +355,8 @@ def clip_metrics(samples: torch.Tensor, p: Point, path: Path, progress=True) -> 
         return {}
     from .metrics.clip import clip_metrics as compute
 
-    return compute(samples, p.prepared.per_sample.get("prompts"), p.metrics, p.device, path, progress)
+    return compute(samples, p.prepared.per_sample.get("prompts"), p.metrics, p.device, path, progress,
+                   seeds=sample_seeds(p.seed, samples.shape[0]))
 
 
 CHAIN_SAMPLERS = ("ddpm", "ddim", "analytic_ddpm", "analytic_ddim")
@@ -519,7 +524,8 @@ def print_row(row: dict, board: Path, timings: dict) -> None:
             "feature_extractor", "reference"] + (["nll_bpd", "nll_method", "nll_variance", "nll_nfe"]
                                                   if row.get("nll_method") else []) + (
         ["guidance_scale", "network_passes", "class_accuracy"] if row.get("guidance_scale") is not None
-        or row.get("class_accuracy") is not None else [])
+        or row.get("class_accuracy") is not None else []) + (
+        ["prompts", "clip_score", "clip_model", "cmmd"] if row.get("prompts") else [])
     w = max(len(k) for k in keys)
     spent = ", ".join(f"{k.split('_')[0]} {v:.1f} s" for k, v in timings.items())
     print("\n".join([""] + [f"  {k:<{w}}  {fmt(row.get(k))}" for k in keys]

@@ -142,6 +142,10 @@ def generate_with_backoff(gen, p, seeds: list, opts: RuntimeOptions):
 def preflight(p) -> None:
     """Fail before sampling, not after: the reference split and the feature-extractor weights must be there."""
     m = p.metrics
+    if m.get("clip_score") or m.get("cmmd"):  # text-to-image metrics (issue 22): the CLIP model must be here
+        from .metrics.clip import check_clip
+
+        check_clip(m)
     if not (m.get("fid") or m.get("isc") or m.get("kid")):
         return
     from .data import DataError, load_split

@@ -28,6 +28,35 @@ CMMD_SIGMA, CMMD_SCALE = 10.0, 1000.0
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 
 
+def _missing(name) -> MetricsError:
+    return MetricsError(f"CLIP model {name!r} is neither a local directory nor in the Hugging Face cache; run "
+                        f"`huggingface-cli download {name}` on a machine with internet (and copy the cache here), "
+                        f"or pass metrics.clip_model=DIR (a CLIPModel saved with save_pretrained)")
+
+
+def check_clip(m: dict) -> None:
+    """Before sampling: the CLIP model is on this machine and CMMD has a reference (one-line errors)."""
+    if not (m.get("clip_score") or m.get("cmmd")):
+        return
+    name = m.get("clip_model") or DEFAULT_CLIP
+    local = Path(str(name)).expanduser()
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise MetricsError(f"metrics.clip_model {str(local)!r} has no config.json: not a CLIP model saved with "
+                               f"save_pretrained")
+    else:
+        try:
+            from huggingface_hub import snapshot_download
+
+            snapshot_download(str(name), local_files_only=True)
+        except Exception:
+            raise _missing(name) from None
+    ref = m.get("cmmd_reference")
+    if m.get("cmmd") and not (ref and Path(str(ref)).expanduser().exists()):
+        raise MetricsError(f"metrics.cmmd needs metrics.cmmd_reference, a folder of reference images or an .npz with "
+                           f"their CLIP 'embeddings'; got {ref!r}")
+
+
 def load_clip(name: str, device="cpu"):
     """(CLIPModel, CLIPProcessor) from a local directory in transformers' format or a hub id in the local cache."""
     from transformers import CLIPModel, CLIPProcessor
@@ -41,9 +70,7 @@ def load_clip(name: str, device="cpu"):
         if local.is_dir():
             msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise MetricsError(f"cannot load the CLIP model in {str(local)!r}: {msg}") from None
-        raise MetricsError(f"CLIP model {name!r} is neither a local directory nor in the Hugging Face cache; run "
-                           f"`huggingface-cli download {name}` on a machine with internet (and copy the cache here), "
-                           f"or pass metrics.clip_model=DIR (a CLIPModel saved with save_pretrained)") from None
+        raise _missing(name) from None
     return model.to(device).eval().requires_grad_(False), processor
 
 
@@ -120,9 +147,10 @@ def reference_embeddings(ref: str, model, processor, batch_size: int) -> torch.T
 
 
 def clip_metrics(samples: torch.Tensor, prompts, m: dict, device, path: Path | None = None,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, seeds=None) -> dict:
     """The row's clip_score / cmmd / clip_model for uint8 samples [N, 3, H, W] and their captions; per-sample
-    values (clip_score, image_embeddings) saved at path."""
+    values saved at path (clip.npz: seeds, clip_score [N], image_embeddings [N, D], and with CMMD the reference's
+    reference_embeddings [M, D]) for nfebench.compare's paired intervals."""
     want_score, want_cmmd = bool(m.get("clip_score")), bool(m.get("cmmd"))
     if want_score and prompts is None:
         raise MetricsError("metrics.clip_score needs a caption per sample: a text-to-image model (model=pipeline)")
@@ -134,11 +162,14 @@ def clip_metrics(samples: torch.Tensor, prompts, m: dict, device, path: Path | N
     bs = int(m.get("batch_size") or 64)
     img = image_embeddings(samples, model, processor, bs)
     row, arrays = {"clip_model": str(name)}, {"image_embeddings": img.float().numpy()}
+    if seeds is not None:
+        arrays["seeds"] = np.asarray(seeds, dtype=np.uint32)
     if want_score:
         per = 100.0 * (img * text_embeddings(list(prompts), model, processor, bs)).sum(-1)
         row["clip_score"], arrays["clip_score"] = clip_score(per), per.numpy()
     if want_cmmd:
-        row["cmmd"] = cmmd(img, reference_embeddings(m["cmmd_reference"], model, processor, bs))
+        ref = reference_embeddings(m["cmmd_reference"], model, processor, bs)
+        row["cmmd"], arrays["reference_embeddings"] = cmmd(img, ref), ref.float().numpy()
     if path is not None:
         from ..run import _save_npz
 

@@ -11,8 +11,15 @@ from __future__ import annotations
 from .base import EpsModel, ModelError
 from .diffusers_unet import load_diffusers
 from .gmm import load_gmm
-from .pipeline import load_pipeline
 from .python_factory import load_python
+
+
+def load_pipeline(**options) -> EpsModel:
+    """model=pipeline (nfebench.models.pipeline, imported on use: it registers the text_embeddings need)."""
+    from .pipeline import load_pipeline as load
+
+    return load(**options)
+
 
 LOADERS = {"diffusers": load_diffusers, "gmm": load_gmm, "pipeline": load_pipeline, "python": load_python}
 

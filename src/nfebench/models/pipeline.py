@@ -174,6 +174,8 @@ def load_pipeline(path: str | None = None, device="cpu", name: str | None = None
         raise ModelError(f"cannot load the {cls} in {str(root)!r}: {msg}") from None
     pipe = pipe.to(device=device, dtype=torch_dtype)  # some modules load in float32 whatever torch_dtype says
     pipe.set_progress_bar_config(disable=True)
+    if torch_dtype == torch.float16 and getattr(pipe.vae.config, "force_upcast", False):
+        pipe.vae.to(torch.float32)  # SDXL's VAE overflows in float16; its pipeline decodes in float32 too
     denoiser = pipe.unet if family in ("sd", "sdxl") else pipe.transformer
     denoiser.eval().requires_grad_(False)
     vsf = pipe.vae_scale_factor
