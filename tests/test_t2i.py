@@ -378,3 +378,5 @@ def test_cli_error_is_one_line(dirs, tmp_path):
                 "metrics.clip_model=nobody/no-such-clip", f"results_dir={tmp_path}", "device=cpu")
     assert r.returncode == 2 and "huggingface-cli download nobody/no-such-clip" in error_lines(r)[0]
     assert not (tmp_path / "runs").exists()  # refused before sampling
+    r = run_cli("model=pipeline", f"model.path={dirs['sd']}", "nfe=2", f"results_dir={tmp_path}", "device=cpu")
+    assert r.returncode == 2 and "score it with metrics=t2i" in error_lines(r)[0]  # metrics=default: digits FID
