@@ -32,6 +32,7 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 def dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("t2i")
     return {"sd": t2i_helpers.build_sd(root / "sd"), "sdxl": t2i_helpers.build_sdxl(root / "sdxl"),
+            "sdv": t2i_helpers.build_sd(root / "sdv", prediction_type="v_prediction"),  # SD 2.x-style
             "sd3": t2i_helpers.build_sd3(root / "sd3"), "flux": t2i_helpers.build_flux(root / "flux"),
             "clip": t2i_helpers.build_clip(root / "clip"), "root": root}
 
@@ -98,12 +99,14 @@ def test_cli_rows_count_guided_evaluations_and_passes(dirs, family, w, passes, t
 
 @pytest.fixture(scope="module")
 def models(dirs):
-    return {f: load_model("pipeline", path=str(dirs[f]), dtype="float64") for f in ("sd", "sdxl")}
+    return {f: load_model("pipeline", path=str(dirs[f]), dtype="float64") for f in ("sd", "sdxl", "sdv")}
 
 
-@pytest.mark.parametrize("family", ["sd", "sdxl"])
-@pytest.mark.parametrize("sampler", ["ddim", "dpmpp"])
-def test_latents_match_the_diffusers_pipeline(models, family, sampler):
+@pytest.mark.parametrize("family,sampler,negative", [
+    ("sd", "ddim", None), ("sd", "dpmpp", None), ("sdxl", "ddim", None), ("sdxl", "dpmpp", None),
+    ("sdv", "dpmpp", None),  # SD 2.x-style v-prediction
+    ("sd", "ddim", "a blurry photo"), ("sdxl", "dpmpp", "a blurry photo")])  # SDXL: a negative prompt replaces zeros
+def test_latents_match_the_diffusers_pipeline(models, family, sampler, negative):
     """Same initial latents, same prompts (each pipeline's own encoding), CFG 7.5: nfebench's ddim / dpmpp and the
     pipeline with DDIMScheduler / DPMSolverMultistepScheduler (output_type="latent") agree to 1e-4 relative."""
     import diffusers
@@ -120,13 +123,16 @@ def test_latents_match_the_diffusers_pipeline(models, family, sampler):
             final_sigmas_type="sigma_min")
         sch.set_timesteps(5)
         grid = [float(t) for t in sch.timesteps] + [0.0]
-    p = point(model.source, sampler, nfe=5, sampler_options={"timesteps": grid})
+    p = point(model.source, sampler, nfe=5, sampler_options={"timesteps": grid}, negative_prompt=negative)
     mine, x_T, used, _ = sample_latents(model, p)
     assert used == 5
-    pipe.scheduler = sch
     captions = assign(load_prompts("builtin")[0], 2)
-    theirs = pipe(prompt=captions, num_inference_steps=5, guidance_scale=7.5, latents=x_T.clone(),
-                  output_type="latent").images
+    original, pipe.scheduler = pipe.scheduler, sch
+    try:
+        theirs = pipe(prompt=captions, num_inference_steps=5, guidance_scale=7.5, latents=x_T.clone(),
+                      negative_prompt=None if negative is None else [negative] * 2, output_type="latent").images
+    finally:
+        pipe.scheduler = original
     rel = float((mine - theirs).norm() / theirs.norm())
     assert rel < 1e-4, rel
 

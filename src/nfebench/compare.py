@@ -1,10 +1,11 @@
 """`python -m nfebench.compare RUN_A RUN_B`: is the difference between two runs real?
 
 RUN_A, RUN_B: run ids (looked up under --results DIR/runs/) or run directories. Prints both runs' FID, KID and IS
-(and NLL when both are NLL runs; CLIP score and CMMD when both stored them in clip.npz: text-to-image runs), their difference A - B with its confidence interval and p-value from
-nfebench.stats (paired over the samples' shared seeds), and refuses, in one line, runs scored under different
-protocols, runs sampled from different seeds (unless --unpaired), and runs without stored features (saying how to
-re-score them: `--rescore RUN` recomputes features.npz from the run's samples.npz).
+(and NLL when both are NLL runs; CLIP score and CMMD when both stored them in clip.npz: text-to-image runs), their
+difference A - B with its confidence interval and p-value from nfebench.stats (paired over the samples' shared
+seeds), and refuses, in one line, runs scored under different protocols, runs sampled from different seeds (unless
+--unpaired), and runs without stored features (saying how to re-score them: `--rescore RUN` recomputes features.npz
+from the run's samples.npz).
 """
 
 from __future__ import annotations
