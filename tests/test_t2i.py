@@ -92,7 +92,22 @@ def test_cli_rows_count_guided_evaluations_and_passes(dirs, family, w, passes, t
         assert row["clip_score"] == pytest.approx(max(float(z["clip_score"].astype(np.float64).mean()), 0.0),
                                                   abs=1e-4)
     timings = json.loads((run_dir / "metrics.json").read_text())["timings"]
-    assert "encode_seconds" in timings and "decode_seconds" in timings
+    assert "encode_seconds" in timings and "decode_seconds" in timings and row["encode_seconds"] > 0
+
+
+def test_each_batch_encodes_its_distinct_prompts_once(dirs, tmp_path, monkeypatch):
+    from nfebench.models.pipeline import TextEncoder
+    from nfebench.run import run
+
+    calls, encode = [], TextEncoder.encode
+    monkeypatch.setattr(TextEncoder, "encode", lambda self, prompts: calls.append(list(prompts)) or encode(self, prompts))
+    (tmp_path / "p.txt").write_text("a cat\na dog\n")
+    row = run(compose("model=pipeline", f"model.path={dirs['sd']}", "sampler=ddim", "nfe=2", "guidance_scale=7.5",
+                      f"prompts={tmp_path / 'p.txt'}", "metrics=none", "num_samples=6", "batch_size=3", "device=cpu",
+                      f"results_dir={tmp_path}"), progress=False)
+    assert calls == [["a cat", "a dog"], ["a dog", "a cat"]]  # samples 0-2: cat dog cat; 3-5: dog cat dog
+    with np.load(tmp_path / "runs" / row["run_id"] / "samples.npz") as z:
+        assert list(z["prompts"]) == ["a cat", "a dog"] * 3
 
 
 # --- 2. conformance with the diffusers pipelines ----------------------------------------------------------------

@@ -238,15 +238,15 @@ def generate(model, p: Point, seeds: list[int], shard_dir: Path | None = None, p
                     j = i + z["samples"].shape[0]
             else:
                 j = min(n, i + p.batch_size, min([a for a in done if a > i], default=n))
+                # per-sample conditioning the model applies itself (EpsModel.conditioning: a pipeline's prompts,
+                # encoded here, before the sampling clock starts and timed by the conditioning itself)
+                cond = model.conditioning(seeds[i:j]) if model.conditioning is not None else {} if not p.labels \
+                    else dict(class_labels=torch.tensor([p.labels[s] for s in seeds[i:j]]),
+                              guidance_scale=p.guidance_scale, null_class=model.null_class)
                 t0 = time.perf_counter()
                 noise = PerSampleNoise(seeds[i:j])
                 x = to_vp_frame(sched.prior_std * noise.randn(model.sample_shape, dtype=model.dtype), sched)
                 x = x.to(model.device)
-                cond = {} if not p.labels else dict(
-                    class_labels=torch.tensor([p.labels[s] for s in seeds[i:j]]), guidance_scale=p.guidance_scale,
-                    null_class=model.null_class)
-                if model.conditioning is not None:  # per-sample conditioning the model applies itself (EpsModel)
-                    cond = model.conditioning(seeds[i:j])
                 eps = CountedEps(partial(model, **cond), budget=p.nfe)
                 x0 = spec.fn(eps, sched, x, p.nfe, noise, **sampler_call_options(p))
                 bad = eps.nonfinite or (None if torch.isfinite(x0).all() else
@@ -494,6 +494,9 @@ def _run_locked(p: Point, model, sampling, session, run_id: str, run_dir: Path, 
                "sampling_seconds": round(secs, 3), "scoring_seconds": round(t_nll - t_score, 3)}
     if model.decoder is not None:  # latent models: decoding the latents, apart from sampling_seconds
         timings["decode_seconds"] = round(model.decoder.seconds, 3)
+    encode = getattr(getattr(sampling, "conditioning", None), "seconds", None)  # one that encodes (prompts)
+    if encode is not None:
+        timings["encode_seconds"] = round(encode, 3)
     if likelihood:
         timings["nll_seconds"] = round(time.perf_counter() - t_nll, 3)
     device_name = p.device + (f" ({torch.cuda.get_device_name(p.device)})" if p.device.startswith("cuda") else "")
@@ -507,7 +510,7 @@ def _run_locked(p: Point, model, sampling, session, run_id: str, run_dir: Path, 
         **gpu_row,  # gpu: precision, channels_last, compiled, peak_gpu_mem_mb, batch_size_used, world_size
         "prediction_type": model.prediction_type, "schedule": model.schedule.describe(),
         "guidance_scale": p.guidance_scale, "network_passes": nfe_used * network_passes(p.guidance_scale),
-        **p.prepared.row,
+        **p.prepared.row, **({"encode_seconds": timings["encode_seconds"]} if encode is not None else {}),
     }
     details = {"timings": timings, **({"nll": likelihood["nll"]} if likelihood else {})}
     atomic_write_text(run_dir / "metrics.json", json.dumps({**row, **details}, indent=2, default=str) + "\n")
