@@ -100,7 +100,8 @@ def test_each_batch_encodes_its_distinct_prompts_once(dirs, tmp_path, monkeypatc
     from nfebench.run import run
 
     calls, encode = [], TextEncoder.encode
-    monkeypatch.setattr(TextEncoder, "encode", lambda self, prompts: calls.append(list(prompts)) or encode(self, prompts))
+    monkeypatch.setattr(TextEncoder, "encode",
+                        lambda self, prompts: calls.append(list(prompts)) or encode(self, prompts))
     (tmp_path / "p.txt").write_text("a cat\na dog\n")
     row = run(compose("model=pipeline", f"model.path={dirs['sd']}", "sampler=ddim", "nfe=2", "guidance_scale=7.5",
                       f"prompts={tmp_path / 'p.txt'}", "metrics=none", "num_samples=6", "batch_size=3", "device=cpu",
