@@ -85,15 +85,18 @@ SCHEDULE_CASES = {
     "ve": [_on_karras(_BY_NAME[n]) if n in ("ddim", "deis order 2 (tAB)", "deis order 3 (logrho)", "ipndm")
            else _BY_NAME[n]
            for n in SCHEDULE_NAMES],
+    # the flow oracle (Flow(shift=1), issue 26): every sampler on its default grid (euler / heun in the flow frame)
+    "flow": [_BY_NAME[n] for n in SCHEDULE_NAMES],
 }
 
 
 @lru_cache(maxsize=None)
 def oracle(schedule: str | None = None):
-    """The oracle on the Discrete linear-beta schedule (None) or on `schedule` (ve, vp_linear: default parameters)."""
+    """The oracle on the Discrete linear-beta schedule (None) or on `schedule` (ve, vp_linear, flow: default
+    parameters; on flow it presents exact velocities, flow_prediction)."""
     from nfebench.models.gmm import load_gmm
 
-    return load_gmm(**ORACLE, schedule=schedule)
+    return load_gmm(**ORACLE, schedule=schedule, prediction_type="flow_prediction" if schedule == "flow" else None)
 
 
 @lru_cache(maxsize=None)
