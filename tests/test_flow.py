@@ -206,3 +206,47 @@ def test_python_factory_with_class_labels_and_guidance():
         with pytest.raises(ModelError, match=needle):
             load_model("python", factory="tests.test_flow:conditional_flow_factory", schedule="flow",
                        prediction_type="flow_prediction", sample_shape=[1, 8, 8], **bad)
+
+
+def test_cli_runs_a_flow_match_unet_directory(tmp_path):
+    """A random-weight UNet2DModel with a FlowMatchEulerDiscreteScheduler config (shift 3) runs through the CLI with
+    ddim, dpmpp, unipc and heun; the rows record flow_prediction and the flow schedule with its shift. Bad flow
+    input is one line, exit 2, no row."""
+    import pandas as pd
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from tests.test_cli import error_lines, run_cli
+
+    d = _save_flow_unet(tmp_path / "flow-unet", FlowMatchEulerDiscreteScheduler(shift=3.0))
+    res = tmp_path / "res"
+    r = run_cli("-m", "model=diffusers", f"model.path={d}", "sampler=ddim,dpmpp,unipc,heun", "nfe=6",
+                "num_samples=8", "batch_size=8", "metrics=none", f"results_dir={res}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = pd.read_csv(res / "leaderboard.csv")
+    assert sorted(rows["sampler"]) == ["ddim", "dpmpp", "heun", "unipc"]
+    assert set(rows["prediction_type"]) == {"flow_prediction"}
+    assert set(rows["schedule"]) == {"flow(shift=3,time_scale=1000)"}
+    for args, needle in [(["model=gmm_digits", "model.schedule={kind:flow,shift:0}"], "flow shift must be"),
+                         (["model=gmm_digits", "model.schedule={kind:flow,time_scale:-1}"], "flow time_scale must be"),
+                         (["model=gmm_digits", "model.schedule={kind:flow,convention:sit}"], "unknown flow convention"),
+                         (["model=gmm_digits", "model.prediction_type=flow_prediction"], "needs a flow schedule"),
+                         (["model=gmm_digits", "model.schedule={kind:flow,use_dynamic_shifting:true}"],
+                          "needs image_seq_len")]:
+        bad = tmp_path / "bad"
+        r = run_cli(*args, "nfe=5", "num_samples=4", "metrics=none", f"results_dir={bad}", cwd=tmp_path)
+        lines = error_lines(r)
+        assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], (args, r.stderr[-500:])
+        assert "Traceback" not in r.stderr and not (bad / "leaderboard.csv").exists()
+
+
+def test_tune_on_flow():
+    """tune works on Flow (it refused non-discrete schedules before issue 26): the tuned grid starts at t_max, ends at
+    t_min (then clean data for ddim), and is never worse than the best built-in spacing on its tuning noise."""
+    m = _oracle({"kind": "flow", "shift": 3.0}, "flow_prediction")
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for sampler in ("unipc", "ddim"):
+        grid, info = nfebench.tune(m, m.schedule, sampler, 5, x, evals_per_point=3, teacher_nfe=60, return_info=True)
+        assert grid[0] == pytest.approx(m.schedule.t_max) and m.schedule.t_min in (grid[-1], grid[-2])
+        assert info["error_tuned"] <= min(info["error_spacings"].values()) + 1e-12
+        x0 = nfebench.sample(m, m.schedule, x, sampler, 5, timesteps=grid)
+        assert torch.isfinite(x0).all()
