@@ -157,3 +157,96 @@ def test_flow_errors(tmp_path):
     cfg = {"_class_name": "FlowMatchEulerDiscreteScheduler", "use_dynamic_shifting": True}
     with pytest.raises(ModelError, match="needs image_seq_len"):
         read_scheduler_config(cfg)
+
+
+def test_ode_nll_on_the_flow_oracle_matches_its_exact_density():
+    """method=ode on Flow: within 0.01 bits/dim of the mixture's exact log-density of the same dequantized points in
+    the model's space at s_min (x_f = k x_vp: log p_f(z) = log p_vp(z / k) - D log k)."""
+    import math
+
+    from nfebench.data import load_split
+
+    m = load_model("gmm", n_components=8, reg_covar=1e-2, schedule="flow", prediction_type="flow_prediction")
+    x = load_split("digits", "test")[:6]
+    r = nfebench.nll(m, m.schedule, x, method="ode", generator=torch.Generator().manual_seed(3))
+    u = torch.rand(x.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    z = 2.0 * (x.double() + u) / 256.0 - 1.0
+    t0 = m.schedule.t_min
+    k = float(m.schedule.input_scale(t0))
+    logp = m.gmm.log_prob(z / k, torch.full((6,), t0, dtype=torch.float64)) - 64 * math.log(k)
+    exact = float((-logp / (64 * math.log(2)) + 7.0).mean())
+    assert abs(r["bpd"] - exact) < 0.01, (r["bpd"], exact)
+
+
+def conditional_flow_factory(shift: float = 3.0):
+    """A conditional stand-in for model=python (a SiT-like class-conditional velocity network with a null label):
+    the exact class-conditional flow oracle's network, network(x, tau, labels)."""
+    return load_gmm(reg_covar=1e-2, schedule={"kind": "flow", "shift": shift}, prediction_type="flow_prediction",
+                    conditional=True).network
+
+
+def test_python_factory_with_class_labels_and_guidance():
+    ref = load_gmm(reg_covar=1e-2, schedule={"kind": "flow", "shift": 3.0}, prediction_type="flow_prediction",
+                   conditional=True)
+    m = load_model("python", factory="tests.test_flow:conditional_flow_factory", kwargs={"shift": 3.0},
+                   schedule={"kind": "flow", "shift": 3.0}, prediction_type="flow_prediction",
+                   sample_shape=[1, 8, 8], num_classes=10, null_class=10)
+    assert (m.num_classes, m.null_class) == (10, 10)
+    x_T = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    y = [3, 7, 0, 9]
+    outs = {}
+    for w in (1.0, 0.0, 2.5):
+        a = nfebench.sample(m, m.schedule, x_T, "dpmpp", 8, class_labels=y, guidance_scale=w, null_class=10)
+        b = nfebench.sample(ref, ref.schedule, x_T, "dpmpp", 8, class_labels=y, guidance_scale=w, null_class=10)
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+        outs[w] = a
+    assert float((outs[1.0] - outs[0.0]).abs().max()) > 0.1 and float((outs[2.5] - outs[1.0]).abs().max()) > 0.1
+    for bad, needle in [(dict(num_classes=0), "num_classes must be a positive integer"),
+                        (dict(num_classes=10, null_class=3), "null_class=3")]:
+        with pytest.raises(ModelError, match=needle):
+            load_model("python", factory="tests.test_flow:conditional_flow_factory", schedule="flow",
+                       prediction_type="flow_prediction", sample_shape=[1, 8, 8], **bad)
+
+
+def test_cli_runs_a_flow_match_unet_directory(tmp_path):
+    """A random-weight UNet2DModel with a FlowMatchEulerDiscreteScheduler config (shift 3) runs through the CLI with
+    ddim, dpmpp, unipc and heun; the rows record flow_prediction and the flow schedule with its shift. Bad flow
+    input is one line, exit 2, no row."""
+    import pandas as pd
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from tests.test_cli import error_lines, run_cli
+
+    d = _save_flow_unet(tmp_path / "flow-unet", FlowMatchEulerDiscreteScheduler(shift=3.0))
+    res = tmp_path / "res"
+    r = run_cli("-m", "model=diffusers", f"model.path={d}", "sampler=ddim,dpmpp,unipc,heun", "nfe=6",
+                "num_samples=8", "batch_size=8", "metrics=none", f"results_dir={res}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = pd.read_csv(res / "leaderboard.csv")
+    assert sorted(rows["sampler"]) == ["ddim", "dpmpp", "heun", "unipc"]
+    assert set(rows["prediction_type"]) == {"flow_prediction"}
+    assert set(rows["schedule"]) == {"flow(shift=3,time_scale=1000)"}
+    for args, needle in [(["model=gmm_digits", "model.schedule={kind:flow,shift:0}"], "flow shift must be"),
+                         (["model=gmm_digits", "model.schedule={kind:flow,time_scale:-1}"], "flow time_scale must be"),
+                         (["model=gmm_digits", "model.schedule={kind:flow,convention:sit}"], "unknown flow convention"),
+                         (["model=gmm_digits", "model.prediction_type=flow_prediction"], "needs a flow schedule"),
+                         (["model=gmm_digits", "model.schedule={kind:flow,use_dynamic_shifting:true}"],
+                          "needs image_seq_len")]:
+        bad = tmp_path / "bad"
+        r = run_cli(*args, "nfe=5", "num_samples=4", "metrics=none", f"results_dir={bad}", cwd=tmp_path)
+        lines = error_lines(r)
+        assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], (args, r.stderr[-500:])
+        assert "Traceback" not in r.stderr and not (bad / "leaderboard.csv").exists()
+
+
+def test_tune_on_flow():
+    """tune works on Flow (it refused non-discrete schedules before issue 26): the tuned grid starts at t_max, ends at
+    t_min (then clean data for ddim), and is never worse than the best built-in spacing on its tuning noise."""
+    m = _oracle({"kind": "flow", "shift": 3.0}, "flow_prediction")
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for sampler in ("unipc", "ddim"):
+        grid, info = nfebench.tune(m, m.schedule, sampler, 5, x, evals_per_point=3, teacher_nfe=60, return_info=True)
+        assert grid[0] == pytest.approx(m.schedule.t_max) and m.schedule.t_min in (grid[-1], grid[-2])
+        assert info["error_tuned"] <= min(info["error_spacings"].values()) + 1e-12
+        x0 = nfebench.sample(m, m.schedule, x, sampler, 5, timesteps=grid)
+        assert torch.isfinite(x0).all()

@@ -66,7 +66,8 @@ LATER_DEFAULTS = {None: {"guidance_scale": None, "class_labels": None,
                             "image_seq_len": None},  # dynamic-shift flow configs (issue 26)
                   "metrics": {"reference_stats": None, "fid_infinity": False, "prc": False},
                   "sampler": {"elbo_costs": None,  # the chain samplers' spacing=elbo input
-                              "atol": 0.0078, "rtol": 0.05}}  # dpm's method=adaptive tolerances
+                              "atol": 0.0078, "rtol": 0.05,  # dpm's method=adaptive tolerances
+                              "frame": None}}  # euler / heun: the schedule's ODE frame (issue 26)
 
 
 @dataclass
@@ -245,7 +246,9 @@ def generate(model, p: Point, seeds: list[int], shard_dir: Path | None = None, p
                               guidance_scale=p.guidance_scale, null_class=model.null_class)
                 t0 = time.perf_counter()
                 noise = PerSampleNoise(seeds[i:j])
-                x = to_vp_frame(sched.prior_std * noise.randn(model.sample_shape, dtype=model.dtype), sched)
+                grid = sampler_call_options(p).get("timesteps")  # an explicit grid: x_T is the state at its start
+                x = to_vp_frame(sched.prior_std * noise.randn(model.sample_shape, dtype=model.dtype), sched,
+                                None if grid is None else float(list(grid)[0]))
                 x = x.to(model.device)
                 eps = CountedEps(partial(model, **cond), budget=p.nfe)
                 x0 = spec.fn(eps, sched, x, p.nfe, noise, **sampler_call_options(p))

@@ -54,6 +54,9 @@ class Schedule:
 
     discrete = False  # True: the DDPM/DDIM chains round their grid to integer timesteps
     prior_std = 1.0  # the std of x_T in the model's own space (sigma_max for VE)
+    clean_tau = None  # the model time of clean data (sigma = 0) where it is one, e.g. s = 0 on Flow: an explicit
+    # grid may end there (read as clean data, like -1)
+    ode_frame = "edm"  # the state and time euler / heun integrate in by default (nfebench.samplers.edm)
     t_min: float
     t_max: float
 
@@ -95,6 +98,12 @@ class Schedule:
     def model_sigma(self, tau):
         """The noise coefficient in the model's own space (VE: s; Flow: s)."""
         return self.input_scale(tau) * self.sigma(tau)
+
+    def model_rates(self, tau):
+        """(d model_alpha / d tau, d model_sigma / d tau): the velocity of the model's own state is
+        model_rates[0] x_0 + model_rates[1] eps. Defined where the model's coefficients are linear in tau (Flow);
+        None elsewhere."""
+        return None
 
     def network_time(self, tau):
         """The time value the network is called with at the house's model time tau (tau itself, but for Flow's
@@ -310,6 +319,13 @@ class Flow(Schedule):
         self.velocity_sign = 1.0 if convention == "noise_at_1" else -1.0
         lo, hi = flow_time_shift(np.array(FLOW_S_RANGE), self.shift)
         self.t_min, self.t_max, self.prior_std = float(lo * self.time_scale), float(hi * self.time_scale), 1.0
+
+    clean_tau = 0.0  # s = 0: x_f = x_0
+    ode_frame = "model"  # euler / heun step x_f in s, as FlowMatchEuler / FlowMatchHeun and SD3 do
+
+    def model_rates(self, tau):
+        """d(1 - s)/d tau = -1 / time_scale, d s / d tau = 1 / time_scale: the velocity is (eps - x_0) / time_scale."""
+        return -1.0 / self.time_scale, 1.0 / self.time_scale
 
     def describe(self) -> str:
         tail = "" if self.convention == "noise_at_1" else f",convention={self.convention}"

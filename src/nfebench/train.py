@@ -2,7 +2,7 @@
 
     python -m nfebench.train ddpm        --steps 8000 --out checkpoints/digits-ddpm
     python -m nfebench.train ddpm        --num-classes 10 --label-dropout 0.15 --out checkpoints/digits-cond
-    python -m nfebench.train flow        --steps 6000 --threads 1 --out checkpoints/digits-flow
+    python -m nfebench.train flow        --steps 2000 --threads 1 --out checkpoints/digits-flow
     python -m nfebench.train classifier  --steps 3000  --out checkpoints/digits-cnn
     python -m nfebench.train cov_heads   --steps 3000 --threads 1 --model checkpoints/digits-ddpm \
                                          --out checkpoints/digits-ddpm/cov_heads
@@ -339,7 +339,7 @@ def main(argv=None):
                            weight_cap=a.weight_cap, lr_schedule=a.lr_schedule, dropout=a.dropout,
                            num_classes=a.num_classes, label_dropout=a.label_dropout)
     elif a.what == "flow":
-        stats = train_flow(a.steps or 6000, a.batch_size, a.lr or 1e-3, a.ema_decay, a.seed, a.out)
+        stats = train_flow(a.steps or 2000, a.batch_size, a.lr or 1e-3, a.ema_decay, a.seed, a.out)
     elif a.what == "cov_heads":
         stats = train_cov_heads(a.model, a.steps or 3000, a.batch_size, a.lr or 1e-3, a.seed, a.out)
     else:
