@@ -396,9 +396,16 @@ def test_cli_error_is_one_line(dirs, tmp_path):
                 "metrics=none", f"results_dir={tmp_path}", "device=cpu")
     assert r.returncode == 2 and len(error_lines(r)) == 1 and "missing.txt" in error_lines(r)[0]
     assert "Traceback" not in r.stderr and not (tmp_path / "leaderboard.csv").exists()
-    r = run_cli("model=pipeline", f"model.path={dirs['sd']}", "nfe=2", "metrics=t2i",
-                "metrics.clip_model=nobody/no-such-clip", f"results_dir={tmp_path}", "device=cpu")
-    assert r.returncode == 2 and "huggingface-cli download nobody/no-such-clip" in error_lines(r)[0]
-    assert not (tmp_path / "runs").exists()  # refused before sampling
-    r = run_cli("model=pipeline", f"model.path={dirs['sd']}", "nfe=2", f"results_dir={tmp_path}", "device=cpu")
-    assert r.returncode == 2 and "score it with metrics=t2i" in error_lines(r)[0]  # metrics=default: digits FID
+
+    from nfebench.data import DataError
+    from nfebench.metrics.fidelity import MetricsError
+    from nfebench.run import run
+
+    cfg = compose("model=pipeline", f"model.path={dirs['sd']}", "nfe=2", "metrics=t2i", "device=cpu",
+                  "metrics.clip_model=nobody/no-such-clip", f"results_dir={tmp_path}")
+    with pytest.raises(MetricsError, match="huggingface-cli download nobody/no-such-clip"):
+        run(cfg, progress=False)
+    assert not (tmp_path / "runs").exists()  # refused before sampling (runtime.preflight)
+    cfg = compose("model=pipeline", f"model.path={dirs['sd']}", "nfe=2", "device=cpu", f"results_dir={tmp_path}")
+    with pytest.raises(DataError, match="score it with metrics=t2i"):  # metrics=default: a digits FID
+        run(cfg, progress=False)
