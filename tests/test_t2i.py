@@ -364,6 +364,8 @@ def test_errors(dirs, models, tmp_path):
         prepare(model, point(model.source, guidance_scale=None, guidance_interval=[0.5, 3.0]), progress=False)
     with pytest.raises(PromptsError, match="does not exist"):
         prepare(model, point(model.source, prompts=str(tmp_path / "nope.txt")), progress=False)
+    with pytest.raises(ModelError, match="model.height=36: FluxPipeline needs a positive multiple of 8 pixels"):
+        load_model("pipeline", path=str(dirs["flux"]), height=36, width=32)
     flux = load_model("pipeline", path=str(dirs["flux"]), height=32, width=32)
     with pytest.raises(ConfigError, match="guidance_interval needs an unconditional branch; FluxPipeline has none"):
         prepare(flux, point(flux.source, guidance_scale=3.5, guidance_interval=[0.5, 3.0]), progress=False)

@@ -188,6 +188,10 @@ def load_pipeline(path: str | None = None, device="cpu", name: str | None = None
         default = pipe.default_sample_size * vsf
         channels = cfg.in_channels // 4
     height, width = height or default, width or default
+    step = vsf * (2 if family == "flux" else (cfg.get("patch_size") or 1))  # whole latent pixels (Flux: 2x2 packs)
+    for key, v in (("height", height), ("width", width)):
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0 or v % step:
+            raise ModelError(f"model.{key}={v!r}: {cls} needs a positive multiple of {step} pixels")
     if family == "flux":
         shape = (channels, 2 * (height // (vsf * 2)), 2 * (width // (vsf * 2)))
         seq_len = (shape[1] // 2) * (shape[2] // 2)
