@@ -111,6 +111,17 @@ def test_each_batch_encodes_its_distinct_prompts_once(dirs, tmp_path, monkeypatc
         assert list(z["prompts"]) == ["a cat", "a dog"] * 3
 
 
+def test_t2i_metrics_need_no_dataset_and_fid_only_with_reference_stats():
+    from omegaconf import OmegaConf
+
+    def metrics(*o):
+        return OmegaConf.to_container(compose("model=pipeline", "metrics=t2i", *o), resolve=True)["metrics"]
+
+    m = metrics()
+    assert m["clip_score"] and not (m["fid"] or m["isc"] or m["kid"])
+    assert metrics("metrics.reference_stats=/x/coco30k.npz")["fid"] is True
+
+
 # --- 2. conformance with the diffusers pipelines ----------------------------------------------------------------
 
 @pytest.fixture(scope="module")
