@@ -230,8 +230,9 @@ def check_interval(interval, schedule):
     return (float(interval[0]), float(interval[1]))
 
 
-def evaluation_times(p, schedule) -> list[float]:
-    """The timesteps at which p's sampler evaluates the model (its grid, replayed on a zero model)."""
+def evaluation_times(p, schedule, level: float = 0.0) -> list[float]:
+    """The timesteps at which p's sampler evaluates the model: its grid, replayed from x_T = 0 on the constant model
+    eps = level (0: a zero model; an adaptive sampler's grid changes with the level)."""
     from ..samplers import get_sampler
     from ..samplers.common import CountedEps, Noise
     from ..run import sampler_call_options
@@ -240,7 +241,7 @@ def evaluation_times(p, schedule) -> list[float]:
 
     def zeros(x, t):
         taus.append(float(t[0]))
-        return torch.zeros_like(x)
+        return torch.full_like(x, level)
 
     x = torch.zeros(1, 1, 1, 1, dtype=torch.float64)
     get_sampler(p.sampler).fn(CountedEps(zeros, budget=p.nfe), schedule, x, p.nfe,
@@ -275,6 +276,17 @@ class PromptConditioning:
         return {"condition": cond, "negative": neg, "guidance_scale": self.w, "guidance_interval": self.interval}
 
 
+def _replay(p, schedule, level):
+    """evaluation_times, or None where the replay itself fails (an adaptive sampler over its budget)."""
+    from ..samplers import SamplerError
+    from ..samplers.common import BudgetExceeded
+
+    try:
+        return evaluation_times(p, schedule, level)
+    except (SamplerError, BudgetExceeded):
+        return None
+
+
 @resolver("text_embeddings")
 def text_embeddings(model, p, progress=True) -> Resolution:
     """Each sample's prompt and the guidance settings, checked before sampling (module docstring)."""
@@ -305,8 +317,14 @@ def text_embeddings(model, p, progress=True) -> Resolution:
                                       w, interval, embedded, time.perf_counter() - t0)
     taus = evaluation_times(p, model.schedule)
     passes = sum(guidance_passes(model.schedule, t, None if embedded else w, interval) for t in taus)
+    varying = interval is not None or (embedded and w not in (None, 0, 1))  # passes per evaluation != network_passes(w)
+    if varying and taus != _replay(p, model.schedule, level=0.5):
+        raise ConfigError(f"sampler {p.sampler!r} chooses its steps from the model's outputs (adaptive), so the "
+                          f"network passes of {'a guidance interval' if interval is not None else 'embedded guidance'}"
+                          f" cannot be counted before sampling; use a fixed-grid sampler")
     if progress:
         print(f"[nfebench] prompts {label}: {len(set(per_sample))} distinct of {p.num_samples}, each encoded once "
               f"per batch (encode_seconds, not counted in NFE)")
     return Resolution(model=dataclasses.replace(model, conditioning=conditioning),
-                      row={"prompts": label, "network_passes": passes}, per_sample={"prompts": np.array(per_sample)})
+                      row={"prompts": label, **({"network_passes": passes} if varying else {})},
+                      per_sample={"prompts": np.array(per_sample)})
