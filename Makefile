@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.nfebench-installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,launchers]'
+	$(PY) -m pip install -q -e '.[dev,launchers,t2i]'
 	touch $(STAMP)
 
 ## demo: set up, then run DPM-Solver at 10 NFE on the embedded digits model (appends a row to results/leaderboard.csv)
@@ -35,12 +35,16 @@ reproduce: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m nfebench -m experiment=survey_cifar10 sampler=rk45,ggf nfe=1000 model=digits_ddpm,gmm_digits hydra/launcher=joblib hydra.launcher.n_jobs=2
 	OMP_NUM_THREADS=1 $(PY) -m nfebench -m experiment=survey_cifar10 sampler=dpm sampler.method=adaptive sampler.order=2,3 nfe=1000 model=digits_ddpm,gmm_digits hydra/launcher=joblib hydra.launcher.n_jobs=2
 	OMP_NUM_THREADS=1 $(PY) -m nfebench -m experiment=nll_vs_k hydra/launcher=joblib hydra.launcher.n_jobs=2
+	# flow section (issue 26): digits_flow beside digits_ddpm, same seeds (paired), NFE 5-50; their ODE NLLs
+	OMP_NUM_THREADS=1 $(PY) -m nfebench -m experiment=flow_vs_ddpm hydra/launcher=joblib hydra.launcher.n_jobs=2
+	OMP_NUM_THREADS=1 $(PY) -m nfebench -m model=digits_flow,digits_ddpm sampler=dpmpp nfe=10 metrics=nll metrics.nll=ode metrics.nll_nfe=50 metrics.nll_num_images=64
 	$(PY) -m nfebench.report --results results
 
 ## train: retrain the embedded models (about 25 min on 2 CPU cores); see checkpoints/*/README.md
 train: $(STAMP)
 	$(PY) -m nfebench.train ddpm --steps 8000 --batch-size 128 --lr 1e-3 --out checkpoints/digits-ddpm
 	$(PY) -m nfebench.train classifier --steps 3000 --threads 1 --out checkpoints/digits-cnn
+	$(PY) -m nfebench.train flow --steps 2000 --threads 1 --out checkpoints/digits-flow
 
 clean-venv:
 	rm -rf $(VENV)

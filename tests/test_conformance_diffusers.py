@@ -421,3 +421,112 @@ def test_ve_score_model_matches_karras_sigma_schedulers(ve_unet, sampler, cls, s
         x_d = sch.step(e, t, x_d).prev_sample
     mine, used = api.sample(ve_unet, ve, x, sampler, evals, prediction_type="score", return_nfe=True)
     assert calls == used == evals and rel(mine, x_d.double()) < RTOL
+
+
+# --- flow-matching schedulers (issue 26) ------------------------------------------------------------------------
+# On Flow(shift) the model is a velocity network v(x_f, tau = 1000 s) (flow_prediction). nfebench never evaluates
+# s = 1 (docs/models.md): FlowMatchEuler / FlowMatchHeun start there, so they are matched from their second sigma on,
+# ours starting from their state there (x_T is the state at an explicit grid's first timestep). DPM-Solver++ and UniPC
+# in flow mode are pinned to the same float64 grid (diffusers rounds their model timesteps to integers, and UniPC
+# starts at s = 1 - 1e-6: docs/samplers.md); both end with a first-order step to s = 0, as ours do on a grid ending
+# at 0 (clean data).
+
+FLOW_RTOL = 1e-5
+
+
+@pytest.fixture(scope="module", params=["unet", "oracle"])
+def flow_nets(request):
+    """shift -> a network v(x_f, tau) in float64: the unet, or the exact flow oracle on Flow(shift)."""
+    if request.param == "unet":
+        torch.manual_seed(0)
+        net = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1,
+                                    block_out_channels=(16, 32), down_block_types=("DownBlock2D", "DownBlock2D"),
+                                    up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8,
+                                    add_attention=False).double().eval()
+
+        def v(x, t):
+            with torch.no_grad():
+                return net(x.double(), t.double()).sample
+        return lambda shift: v
+    from nfebench.models.gmm import load_gmm
+
+    def oracle(shift):
+        m = load_gmm(n_components=8, reg_covar=1e-2, schedule={"kind": "flow", "shift": shift},
+                     prediction_type="flow_prediction", dtype="float64")
+        mean = m.gmm.mean_cov()[0].view(1, 1, 8, 8)
+
+        def v(x, t):  # the exact velocity; at s = 1 (x = eps) it is x - E[x_0]
+            return x.double() - mean if float(t[0]) >= 1000.0 else m.network(x.double(), t.double())
+        return v
+    return oracle
+
+
+def run_flow_diffusers(sch, v, x, dtype=torch.float64):
+    """diffusers' loop; returns x_0, the calls and the state before each step."""
+    x, states = x.to(dtype), []
+    for t in sch.timesteps:
+        states.append(x.double())
+        out = v(x.double(), torch.full((x.shape[0],), float(t), dtype=torch.float64)).to(dtype)
+        x = sch.step(out, t, x).prev_sample
+    return x.double(), len(sch.timesteps), states
+
+
+def flow_x_T():
+    return torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("shift,mu", [(1.0, None), (3.0, None), (None, 0.8)])
+def test_flow_match_euler(flow_nets, shift, mu):
+    from nfebench.schedules import Flow
+
+    if mu is None:
+        sch = diffusers.FlowMatchEulerDiscreteScheduler(shift=shift)
+        sch.set_timesteps(10)
+    else:  # Flux's dynamic shifting: shift = e^mu
+        sch = diffusers.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)
+        sch.set_timesteps(10, mu=mu)
+        shift = float(np.exp(mu))
+    flow_net = flow_nets(shift)
+    sig = sch.sigmas.double().numpy()
+    assert sig[0] == 1.0  # FlowMatchEuler starts at s = 1
+    theirs, n, states = run_flow_diffusers(sch, flow_net, flow_x_T())
+    mine, used = api.sample(flow_net, Flow(shift), states[1], "euler", n - 1, prediction_type="flow_prediction",
+                            timesteps=list(1000 * sig[1:]), return_nfe=True)
+    assert used == n - 1 and rel(mine, theirs) < FLOW_RTOL
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_flow_match_heun(flow_nets, shift):
+    """FlowMatchHeun is Heun on dx_f/ds = v, ours with frame=model (Flow's default); EDM's frame differs."""
+    from nfebench.schedules import Flow
+
+    flow_net = flow_nets(shift)
+    sch = diffusers.FlowMatchHeunDiscreteScheduler(shift=shift)
+    sch.set_timesteps(6)
+    theirs, n, states = run_flow_diffusers(sch, flow_net, flow_x_T())
+    grid = list(1000 * np.unique(sch.sigmas.double().numpy())[::-1][1:])  # each sigma but the ends appears twice
+    mine = api.sample(flow_net, Flow(shift), states[2], "heun", n - 2, prediction_type="flow_prediction",
+                      timesteps=grid)
+    assert rel(mine, theirs) < FLOW_RTOL
+    edm = api.sample(flow_net, Flow(shift), states[2], "heun", n - 2, prediction_type="flow_prediction",
+                     timesteps=grid, frame="edm")
+    assert rel(edm, theirs) > 10 * FLOW_RTOL  # EDM's x / alpha in EDM sigma: another second-order method
+
+
+@pytest.mark.parametrize("cls,sampler,opts,dtype", [
+    ("DPMSolverMultistepScheduler", "dpmpp", {}, torch.float64),
+    ("UniPCMultistepScheduler", "unipc", dict(order=2, variant="bh2"), torch.float32)])  # UniPC fails on float64
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_flow_multistep(flow_nets, cls, sampler, opts, dtype, shift):
+    from nfebench.schedules import Flow
+
+    flow_net = flow_nets(shift)
+    sch = getattr(diffusers, cls)(use_flow_sigmas=True, flow_shift=shift, prediction_type="flow_prediction")
+    sch.set_timesteps(10)
+    u = 1.0 - np.linspace(1, 1 / 1000, 11)  # DPMSolverMultistep's flow grid, in float64, then s = 0
+    sig = np.append((shift * u / (1 + (shift - 1) * u))[::-1][:-1], 0.0)
+    sch.sigmas, sch.timesteps = torch.from_numpy(sig), torch.from_numpy(sig[:-1] * 1000)
+    theirs, n, _ = run_flow_diffusers(sch, flow_net, flow_x_T(), dtype)
+    mine, used = api.sample(flow_net, Flow(shift), flow_x_T(), sampler, n, prediction_type="flow_prediction",
+                            timesteps=list(1000 * sig), return_nfe=True, **opts)
+    assert used == n and rel(mine, theirs) < FLOW_RTOL

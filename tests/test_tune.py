@@ -114,7 +114,6 @@ def test_bad_input_is_a_one_line_error(sampler, options, nfe, message):
 def test_tune_sees_the_network_through_its_parametrization():
     """The oracle presented as v_prediction tunes to the same grid as its eps form (the adapter is exact)."""
     from nfebench.models.parametrization import present
-    from nfebench.schedules import VE
 
     m = oracle()
     x = noise(4, 0)
@@ -122,8 +121,6 @@ def test_tune_sees_the_network_through_its_parametrization():
     kw = dict(sampler="unipc", nfe=5, x_T=x, evals_per_point=3)
     np.testing.assert_allclose(nfebench.tune(v_net, m.betas, prediction_type="v_prediction", **kw),
                                nfebench.tune(m, m.betas, **kw), rtol=1e-6)
-    with pytest.raises(SamplerError, match="tune supports discrete schedules"):
-        nfebench.tune(v_net, VE(0.002, 80.0), prediction_type="sample", **kw)
 
 
 # ------------------------------------------------------------- the cache: python -m nfebench.tune, spacing=tuned

@@ -27,6 +27,9 @@ def _sweep_uid() -> str:
 if not OmegaConf.has_resolver("nfebench_uid"):
     OmegaConf.register_new_resolver("nfebench_uid", _sweep_uid)
 
+if not OmegaConf.has_resolver("nfebench_set"):  # true when a value is given (metrics=t2i: FID with reference_stats)
+    OmegaConf.register_new_resolver("nfebench_set", lambda v: v is not None and v != "")
+
 DEBUG = "--debug" in sys.argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
 
 
@@ -43,9 +46,10 @@ def user_errors() -> tuple:
     from .distributed import DistributedError
     from .runtime import RuntimeConfigError
     from .schedules import ScheduleError
+    from .prompts import PromptsError
 
     return (ConfigError, SamplerError, ModelError, MetricsError, LeaderboardError, RunFailed, NLLError, MomentsError,
-            DataError, DistributedError, RuntimeConfigError, ScheduleError)
+            DataError, DistributedError, RuntimeConfigError, ScheduleError, PromptsError)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")

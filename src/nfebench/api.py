@@ -34,9 +34,10 @@ def dry_run(sampler: str, nfe: int, betas_or_schedule, variance_type: str | None
     return used
 
 
-def to_vp_frame(x_T: torch.Tensor, schedule: Schedule) -> torch.Tensor:
-    """x_T in the model's own space (N(0, I) on VP schedules; sigma_max * z on VE) -> the samplers' VP state."""
-    scale = float(schedule.input_scale(schedule.t_max))
+def to_vp_frame(x_T: torch.Tensor, schedule: Schedule, tau: float | None = None) -> torch.Tensor:
+    """x_T in the model's own space (N(0, I) on VP schedules; sigma_max * z on VE) -> the samplers' VP state, at
+    the schedule's t_max, or at tau (an explicit grid's first timestep: x_T is the state there)."""
+    scale = float(schedule.input_scale(schedule.t_max if tau is None else tau))
     return x_T if scale == 1.0 else x_T / scale
 
 
@@ -84,7 +85,8 @@ def sample(model_fn: Callable, betas_or_schedule, x_T: torch.Tensor, sampler: st
     eps = CountedEps(eps_fn if y is None else partial(eps_fn, class_labels=y, guidance_scale=guidance_scale,
                                                       null_class=null_class), budget=nfe)
     with torch.no_grad():
-        x0 = spec.fn(eps, sched, to_vp_frame(x_T, sched), nfe, as_noise(generator), **opts)
+        start = None if opts.get("timesteps") is None else float(list(opts["timesteps"])[0])
+        x0 = spec.fn(eps, sched, to_vp_frame(x_T, sched, start), nfe, as_noise(generator), **opts)
     return (x0, eps.calls) if return_nfe else x0
 
 

@@ -1,7 +1,8 @@
 """`python -m nfebench.compare RUN_A RUN_B`: is the difference between two runs real?
 
 RUN_A, RUN_B: run ids (looked up under --results DIR/runs/) or run directories. Prints both runs' FID, KID and IS
-(and NLL when both are NLL runs, ODE error when both stored it: metrics.ode_error), their difference A - B with its confidence interval and p-value from
+(and NLL when both are NLL runs, ODE error when both stored it: metrics.ode_error; CLIP score and CMMD when both
+stored them in clip.npz: text-to-image runs), their difference A - B with its confidence interval and p-value from
 nfebench.stats (paired over the samples' shared seeds), and refuses, in one line, runs scored under different
 protocols, runs sampled from different seeds (unless --unpaired), and runs without stored features (saying how to
 re-score them: `--rescore RUN` recomputes features.npz from the run's samples.npz).
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-PROTOCOL_KEYS = ("dataset", "feature_extractor", "reference")
+PROTOCOL_KEYS = ("dataset", "feature_extractor", "reference", "prompts", "clip_model")
 METRICS = (("fid", "FID", "paired_fid"), ("kid", "KID", "paired_kid"), ("is", "IS", "paired_is"))
 
 
@@ -43,6 +44,14 @@ class Run:
     def per_sample(self) -> dict | None:
         """per_sample.npz (seeds and per-sample values of the raw sampler output, e.g. ode_error), or None."""
         path = self.dir / "per_sample.npz"
+        if not path.is_file():
+            return None
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+
+    def clip(self) -> dict | None:
+        """clip.npz (text-to-image runs: per-sample CLIP scores and image embeddings), or None."""
+        path = self.dir / "clip.npz"
         if not path.is_file():
             return None
         with np.load(path) as z:
@@ -102,29 +111,40 @@ def compare_runs(a: Run, b: Run, n_boot: int = 1000, seed: int = 0, level: float
 
     check_comparable(a, b, paired)
     pa, pb = a.per_sample(), b.per_sample()
-    ode_res, ode = None, "ode_error" in metrics and pa is not None and pb is not None and "ode_error" in pa and "ode_error" in pb
-    features = any(k in metrics for k, _, _ in METRICS)
-    if features and ode and not ((a.dir / "features.npz").is_file() and (b.dir / "features.npz").is_file()):
-        features = False  # runs scored by ode_error alone (metrics=none)
-    out = []
+    ode_res, ode = None, all(v is not None and "ode_error" in v for v in (pa, pb)) and "ode_error" in metrics
     if ode:
         refs = [str(r.row.get("ode_reference", "")).split(" to ")[0] for r in (a, b)]
         if refs[0] != refs[1] or a.row.get("model") != b.row.get("model"):
             raise CompareError(f"runs {a.run_id} and {b.run_id} measured ode_error against different references "
                                f"({a.row.get('model')}: {refs[0]!r} vs {b.row.get('model')}: {refs[1]!r})")
-        ode_res = stats.paired_mean(pa["ode_error"], pb["ode_error"], "ode_error", n_boot=n_boot, seed=seed, level=level,
-                                seeds_a=pa["seeds"], seeds_b=pb["seeds"], paired=paired)
-    if not features:
-        return [ode_res] if ode_res else []
-    fa, fb = a.features(), b.features()
-    ref = ref if ref is not None else reference_features(a)
-    seeds = dict(seeds_a=fa["seeds"], seeds_b=fb["seeds"], paired=paired)
+        ode_res = stats.paired_mean(pa["ode_error"], pb["ode_error"], "ode_error", n_boot=n_boot, seed=seed,
+                                    level=level, seeds_a=pa["seeds"], seeds_b=pb["seeds"], paired=paired)
+    out = []
+    ca, cb = a.clip(), b.clip()
+    scored = any(k in metrics for k, _, _ in METRICS) and bool(
+        a.row.get("feature_extractor") or b.row.get("feature_extractor") or not (ca and cb))
+    if scored and ode and not ((a.dir / "features.npz").is_file() and (b.dir / "features.npz").is_file()):
+        scored = False  # runs scored by ode_error alone (metrics=none)
+    fa, fb = (a.features(), b.features()) if scored else ({}, {})  # a text-to-image run may have no FID features
+    ref = ref if ref is not None or not scored else reference_features(a)
+    seeds = dict(seeds_a=fa.get("seeds"), seeds_b=fb.get("seeds"), paired=paired)
     for key, _, fn in METRICS:
-        if key not in metrics:
+        if key not in metrics or not scored:
             continue
         layer = "isc" if key == "is" else "fid"
         args = (fa[layer], fb[layer]) if key == "is" else (fa[layer], fb[layer], ref["fid"])
         out.append(getattr(stats, fn)(*args, n_boot=n_boot, seed=seed, level=level, **seeds))
+    if ca and cb:
+        cseeds = dict(seeds_a=ca.get("seeds"), seeds_b=cb.get("seeds"), paired=paired)
+        if "clip_score" in ca and "clip_score" in cb:
+            out.append(stats.paired_clip_score(ca["clip_score"], cb["clip_score"], n_boot=n_boot, seed=seed,
+                                               level=level, **cseeds))
+        if "reference_embeddings" in ca and "reference_embeddings" in cb:
+            if not np.array_equal(ca["reference_embeddings"], cb["reference_embeddings"]):
+                raise CompareError(f"runs {a.run_id} and {b.run_id} computed CMMD against different reference sets "
+                                   f"(metrics.cmmd_reference); their CMMDs are not comparable")
+            out.append(stats.paired_cmmd(ca["image_embeddings"], cb["image_embeddings"], ca["reference_embeddings"],
+                                         n_boot=n_boot, seed=seed, level=level, **cseeds))
     bits_a, bits_b = a.nll_bits(), b.nll_bits()
     if bits_a is not None and bits_b is not None:
         out.append(stats.paired_nll(bits_a, bits_b, n_boot=n_boot, seed=seed, level=level, paired=paired))
@@ -157,7 +177,8 @@ def describe(tag: str, run: Run) -> str:
 
 
 def table(results: list[dict]) -> str:
-    names = {"fid": "FID", "kid": "KID", "is": "IS", "nll": "NLL (bits/dim)", "ode_error": "ODE error"}
+    names = {"fid": "FID", "kid": "KID", "is": "IS", "nll": "NLL (bits/dim)", "ode_error": "ODE error",
+             "clip_score": "CLIP score", "cmmd": "CMMD"}
     lines = [f"{'metric':<15} {'A':>10} {'B':>10} {'A - B':>10}  {'CI':<24} {'p':>7}"]
     for r in results:
         ci = f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"

@@ -65,6 +65,12 @@ COLUMNS = [
     "ode_reference",       # that reference (sampler, NFE, end point), or why there is none (a stochastic sampler)
     "ode_reference_error", # rms distance of the reference to itself at half its NFE (an overestimate of its error)
     "sfid",                # sFID: Frechet distance of Inception mixed_6/conv's first 7 channels (ADM's convention)
+    # --- added with the text-to-image pipelines (issue 22) ---
+    "prompts",             # the prompt set: NAME@HASH (file name, first 12 hex of its SHA-256); builtin@... shipped
+    "encode_seconds",      # wall time of encoding the distinct prompts once (outside sampling_seconds and the NFE)
+    "clip_score",          # torchmetrics' CLIP score: max(mean over samples of 100 cos(image, caption), 0)
+    "clip_model",          # the CLIP backbone of clip_score and cmmd (scores from different backbones do not compare)
+    "cmmd",                # CMMD (Jayasumana et al. 2024): RBF-kernel MMD^2 (sigma 10) x 1000 of CLIP image embeddings
 ]
 
 

@@ -9,7 +9,8 @@ The runner knows no sampler or model family by name. Instead:
 
 `prepare(model, p)` collects those names in a fixed order and calls each one's resolver once. A resolver computes
 (or loads from its cache) what the need stands for and returns a `Resolution`: sampler options to fill, the model the
-sampler should call instead (a wrapper), and row fields or timings to record. Its one-off cost is printed and kept
+sampler should call instead (a wrapper), and row fields, timings or per-sample values (stored beside the seeds) to
+record. Its one-off cost is printed and kept
 apart from the NFE. A new preparation is one resolver in `RESOLVERS`, never a branch in run.py.
 """
 
@@ -37,6 +38,7 @@ class Resolution:
     # hook.key names them, hook.summary(values [N]) gives row fields (nfebench.metrics.ode_error.OdeError)
     per_sample: list = field(default_factory=list)
     details: dict = field(default_factory=dict)  # into metrics.json beside the row
+    stored: dict = field(default_factory=dict)  # name -> array [num_samples], stored beside the seeds (samples.npz)
 
 
 # need name -> resolver(model, point, progress) -> Resolution. Filled below and by the modules that add needs.
@@ -106,6 +108,7 @@ class Prepared:
         """The hooks' row fields from all N values."""
         vals = self.arrays(seeds)
         return {k: v for h in self.per_sample for k, v in h.summary(vals[h.key]).items()}
+    stored: dict = field(default_factory=dict)
 
 
 def prepare(model, p, progress: bool = True) -> Prepared:
@@ -126,6 +129,7 @@ def prepare(model, p, progress: bool = True) -> Prepared:
         out.timings.update(res.timings or {f"{name}_seconds": round(time.perf_counter() - t0, 3)})
         out.per_sample += res.per_sample
         out.details.update(res.details)
+        out.stored.update(res.stored)
     return out
 
 

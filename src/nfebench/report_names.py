@@ -129,6 +129,7 @@ NAME_RULES: tuple[NameRule, ...] = (
         "diffsolvers": ("Heun",),
         "restart-t1": ("ODE Heun (EDM)",),
         "restart-t2": ("ODE Heun (EDM discretization)",),
+        "neuralsolver-readme": ("Heun, cfg, flow-matching model",),  # Heun in the flow's own time (frame=model)
     }),
     NameRule("dpm", {"method": "singlestep", "order": 3}, {
         "survey_table6": ("DPM-Solver",),

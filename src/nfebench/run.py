@@ -60,13 +60,16 @@ class RunFailed(RuntimeError):
 NON_KEY_FIELDS = ("results_dir", "device", "batch_size", "force")
 # Config keys added after rows were recorded: at these defaults they are left out of the key, so earlier run ids
 # (and the rows already in a leaderboard, which make reproduce skips) stay valid. None: top-level keys.
-LATER_DEFAULTS = {None: {"guidance_scale": None, "class_labels": None},
+LATER_DEFAULTS = {None: {"guidance_scale": None, "class_labels": None,
+                         "prompts": None, "negative_prompt": None, "guidance_interval": None},  # issue 22
                   "model": {"prediction_type": None, "variance_type": None, "schedule": None,
-                            "num_classes": None, "null_class": None, "conditional": False},
+                            "num_classes": None, "null_class": None, "conditional": False,
+                            "image_seq_len": None},  # dynamic-shift flow configs (issue 26)
                   "metrics": {"reference_stats": None, "fid_infinity": False, "prc": False, "ode_error": False,
                               "ode_reference": None, "sfid": False, "reference_batch": None},
                   "sampler": {"elbo_costs": None,  # the chain samplers' spacing=elbo input
-                              "atol": 0.0078, "rtol": 0.05}}  # dpm's method=adaptive tolerances
+                              "atol": 0.0078, "rtol": 0.05,  # dpm's method=adaptive tolerances
+                              "frame": None}}  # euler / heun: the schedule's ODE frame (issue 26)
 
 
 @dataclass
@@ -149,6 +152,12 @@ def sampler_call_options(p: Point) -> dict:
 def class_labels_for(p: Point, model, seeds: list[int]) -> dict:
     """seed -> class label for each sample: drawn uniformly over model.num_classes from the sample's own seed, or
     the configured list (sample i gets class_labels[i % len]); {} for an unconditional model."""
+    if model.conditioning is not None:  # the model conditions each sample itself (its need resolver checks guidance)
+        return {}
+    unused = [k for k in ("prompts", "negative_prompt", "guidance_interval") if p.cfg.get(k) is not None]
+    if unused:
+        raise ConfigError(f"{unused[0]} needs a text-to-image model (model=pipeline); model {model.name!r} takes no "
+                          f"prompts")
     k = model.num_classes
     if k is None:
         if p.class_labels is not None or p.guidance_scale is not None:
@@ -234,13 +243,17 @@ def generate(model, p: Point, seeds: list[int], shard_dir: Path | None = None, p
                     j = i + z["samples"].shape[0]
             else:
                 j = min(n, i + p.batch_size, min([a for a in done if a > i], default=n))
+                # per-sample conditioning the model applies itself (EpsModel.conditioning: a pipeline's prompts,
+                # encoded here, before the sampling clock starts and timed by the conditioning itself)
+                cond = model.conditioning(seeds[i:j]) if model.conditioning is not None else {} if not p.labels \
+                    else dict(class_labels=torch.tensor([p.labels[s] for s in seeds[i:j]]),
+                              guidance_scale=p.guidance_scale, null_class=model.null_class)
                 t0 = time.perf_counter()
                 noise = PerSampleNoise(seeds[i:j])
-                x = to_vp_frame(sched.prior_std * noise.randn(model.sample_shape, dtype=model.dtype), sched)
+                grid = sampler_call_options(p).get("timesteps")  # an explicit grid: x_T is the state at its start
+                x = to_vp_frame(sched.prior_std * noise.randn(model.sample_shape, dtype=model.dtype), sched,
+                                None if grid is None else float(list(grid)[0]))
                 x = x.to(model.device)
-                cond = {} if not p.labels else dict(
-                    class_labels=torch.tensor([p.labels[s] for s in seeds[i:j]]), guidance_scale=p.guidance_scale,
-                    null_class=model.null_class)
                 eps = CountedEps(partial(model, **cond), budget=p.nfe)
                 x0 = spec.fn(eps, sched, x, p.nfe, noise, **sampler_call_options(p))
                 bad = eps.nonfinite or (None if torch.isfinite(x0).all() else
@@ -355,6 +368,16 @@ def class_accuracy(samples: torch.Tensor, p: Point) -> dict:
     with torch.no_grad():
         predicted = torch.cat([net.eval().logits(b).argmax(1) for b in samples.split(1000)])
     return {"class_accuracy": (predicted == wanted).double().mean().item()}
+
+
+def clip_metrics(samples: torch.Tensor, p: Point, path: Path, progress=True) -> dict:
+    """metrics.clip_score / metrics.cmmd (nfebench.metrics.clip); per-sample values saved at path."""
+    if not (p.metrics.get("clip_score") or p.metrics.get("cmmd")):
+        return {}
+    from .metrics.clip import clip_metrics as compute
+
+    return compute(samples, p.prepared.stored.get("prompts"), p.metrics, p.device, path, progress,
+                   seeds=sample_seeds(p.seed, samples.shape[0]))
 
 
 CHAIN_SAMPLERS = ("ddpm", "ddim", "analytic_ddpm", "analytic_ddim")
@@ -479,14 +502,15 @@ def _run_locked(p: Point, model, sampling, session, run_id: str, run_dir: Path, 
             raise RunFailed(f"{e}; run marked failed, samples kept in {run_dir}") from None
         labels = {"class_labels": np.array([p.labels[s] for s in seeds], dtype=np.int64)} if p.labels else {}
         _save_npz(final, samples=samples.numpy(), seeds=np.array(seeds, dtype=np.uint32), **labels,
-                  **p.prepared.arrays(seeds))
+                  **p.prepared.stored, **p.prepared.arrays(seeds))
         atomic_write_text(run_dir / "sampling.json",
                           json.dumps({"nfe_used": nfe_used, "sampling_seconds": secs, "gpu_row": gpu_row}))
         shutil.rmtree(run_dir / "shards", ignore_errors=True)
     save_grid(samples, run_dir / "grid.png")
 
     t_score = time.perf_counter()
-    metrics = {**score(samples, p, progress, features_path=run_dir / "features.npz"), **class_accuracy(samples, p)}
+    metrics = {**score(samples, p, progress, features_path=run_dir / "features.npz"), **class_accuracy(samples, p),
+               **clip_metrics(samples, p, run_dir / "clip.npz", progress)}
     t_nll = time.perf_counter()
     likelihood = measure_nll(model, p, progress)
     if likelihood:  # per-image bits, for nfebench.stats.paired_nll
@@ -499,6 +523,9 @@ def _run_locked(p: Point, model, sampling, session, run_id: str, run_dir: Path, 
                "sampling_seconds": round(secs, 3), "scoring_seconds": round(t_nll - t_score, 3)}
     if model.decoder is not None:  # latent models: decoding the latents, apart from sampling_seconds
         timings["decode_seconds"] = round(model.decoder.seconds, 3)
+    encode = getattr(getattr(sampling, "conditioning", None), "seconds", None)  # one that encodes (prompts)
+    if encode is not None:
+        timings["encode_seconds"] = round(encode, 3)
     if likelihood:
         timings["nll_seconds"] = round(time.perf_counter() - t_nll, 3)
     device_name = p.device + (f" ({torch.cuda.get_device_name(p.device)})" if p.device.startswith("cuda") else "")
@@ -512,7 +539,7 @@ def _run_locked(p: Point, model, sampling, session, run_id: str, run_dir: Path, 
         **gpu_row,  # gpu: precision, channels_last, compiled, peak_gpu_mem_mb, batch_size_used, world_size
         "prediction_type": model.prediction_type, "schedule": model.schedule.describe(),
         "guidance_scale": p.guidance_scale, "network_passes": nfe_used * network_passes(p.guidance_scale),
-        **p.prepared.row,
+        **p.prepared.row, **({"encode_seconds": timings["encode_seconds"]} if encode is not None else {}),
     }
     details = {"timings": timings, **({"nll": likelihood["nll"]} if likelihood else {}), **p.prepared.details}
     atomic_write_text(run_dir / "metrics.json", json.dumps({**row, **details}, indent=2, default=str) + "\n")
@@ -531,7 +558,8 @@ def print_row(row: dict, board: Path, timings: dict) -> None:
         ["guidance_scale", "network_passes", "class_accuracy"] if row.get("guidance_scale") is not None
         or row.get("class_accuracy") is not None else []) + (
         ["ode_error", "ode_reference", "ode_reference_error"] if row.get("ode_reference") else []) + (
-        ["sfid"] if row.get("sfid") is not None else [])
+        ["sfid"] if row.get("sfid") is not None else []) + (
+        ["prompts", "clip_score", "clip_model", "cmmd"] if row.get("prompts") else [])
     w = max(len(k) for k in keys)
     spent = ", ".join(f"{k.split('_')[0]} {v:.1f} s" for k, v in timings.items())
     print("\n".join([""] + [f"  {k:<{w}}  {fmt(row.get(k))}" for k in keys]

@@ -142,10 +142,18 @@ def generate_with_backoff(gen, p, seeds: list, opts: RuntimeOptions):
 def preflight(p) -> None:
     """Fail before sampling, not after: the reference split and the feature-extractor weights must be there."""
     m = p.metrics
+    if m.get("clip_score") or m.get("cmmd"):  # text-to-image metrics (issue 22): the CLIP model must be here
+        from .metrics.clip import check_clip
+
+        check_clip(m)
     if not (m.get("fid") or m.get("isc") or m.get("kid")):
         return
     from .data import DataError, load_split
 
+    if p.model.get("kind") == "pipeline" and not m.get("reference_stats") and p.dataset["name"] != "folder":
+        raise DataError(f"a text-to-image pipeline has no FID reference in dataset={p.dataset['name']}; score it "
+                        f"with metrics=t2i (CLIP score, CMMD), add metrics.reference_stats=FILE.npz (e.g. COCO-30k "
+                        f"statistics) or dataset=folder dataset.path=DIR (reference images)")
     trained_on = p.model.get("dataset")
     if trained_on and trained_on != p.dataset["name"] and p.dataset["name"] != "folder":
         raise DataError(f"model {p.model.get('name')!r} was trained on {trained_on} but dataset={p.dataset['name']} "

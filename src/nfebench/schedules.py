@@ -1,4 +1,4 @@
-"""Noise-schedule maths, in float64, in one place: the discrete VP, the continuous VP and the VE schedule.
+"""Noise-schedule maths, in float64, in one place: the discrete VP, the continuous VP, the VE and the flow schedule.
 
 Samplers work in the VP frame whatever the model was trained on:
 
@@ -16,6 +16,15 @@ of every spacing, so every sampler runs on every schedule.
                                  tau = the VE noise level s in [sigma_min, sigma_max]. The model sees
                                  x_ve = x_0 + s eps = x_vp / alpha, so alpha = 1 / sqrt(1 + s^2), sigma = s alpha
                                  and lambda = -log s; `input_scale` (1 / alpha) and `prior_std` (sigma_max) say so.
+    Flow(shift, time_scale)      the flow-matching (rectified-flow) interpolant x_f = (1 - s) x_0 + s eps of SD3, Flux,
+                                 SiT (Esser et al. 2024; Lipman et al. 2023; Liu et al. 2023): tau = time_scale * s.
+                                 The model sees x_f = x_vp * sqrt((1 - s)^2 + s^2) (input_scale), so
+                                 model_alpha = 1 - s, model_sigma = s, lambda = log((1 - s) / s); x_T is N(0, I).
+                                 `shift` (SD3's time shift) bends every spacing's grid (class docstring).
+
+alpha() and sigma() are always the VP-frame coefficients the samplers use; model_alpha() and model_sigma() are the
+coefficients of the model's own space (x_model = model_alpha x_0 + model_sigma eps): alpha, sigma on VP, 1, s on VE,
+1 - s, s on Flow.
 
 Each class defines log(alpha^2) of tau and its inverse; everything else follows from those two maps. Values are numpy
 float64 scalars or arrays; samplers turn the few numbers they need per step into Python floats.
@@ -45,12 +54,15 @@ class Schedule:
 
     discrete = False  # True: the DDPM/DDIM chains round their grid to integer timesteps
     prior_std = 1.0  # the std of x_T in the model's own space (sigma_max for VE)
+    clean_tau = None  # the model time of clean data (sigma = 0) where it is one, e.g. s = 0 on Flow: an explicit
+    # grid may end there (read as clean data, like -1)
+    ode_frame = "edm"  # the state and time euler / heun integrate in by default (nfebench.samplers.edm)
     t_min: float
     t_max: float
 
     def _check(self, tau):
         tau = np.asarray(tau, dtype=np.float64)
-        tol = 1e-9 * max(1.0, self.t_max)
+        tol = 1e-6 * max(1.0, self.t_max)  # float32 timesteps (a float32 model) round by up to 6e-8 relative
         if np.any(tau < self.t_min - tol) or np.any(tau > self.t_max + tol):
             raise ValueError(f"timestep {tau} outside [{self.t_min:g}, {self.t_max:g}]")
         return tau
@@ -78,6 +90,25 @@ class Schedule:
     def input_scale(self, tau):
         """What the network's input is in units of the VP state: x_model = input_scale(tau) * x_vp (1 for VP)."""
         return np.ones_like(np.asarray(tau, dtype=np.float64))
+
+    def model_alpha(self, tau):
+        """The data coefficient in the model's own space: x_model = model_alpha x_0 + model_sigma eps."""
+        return self.input_scale(tau) * self.alpha(tau)
+
+    def model_sigma(self, tau):
+        """The noise coefficient in the model's own space (VE: s; Flow: s)."""
+        return self.input_scale(tau) * self.sigma(tau)
+
+    def model_rates(self, tau):
+        """(d model_alpha / d tau, d model_sigma / d tau): the velocity of the model's own state is
+        model_rates[0] x_0 + model_rates[1] eps. Defined where the model's coefficients are linear in tau (Flow);
+        None elsewhere."""
+        return None
+
+    def network_time(self, tau):
+        """The time value the network is called with at the house's model time tau (tau itself, but for Flow's
+        data_at_1 convention). Works on numpy arrays and torch tensors alike."""
+        return tau
 
     # --- inverse maps -----------------------------------------------------------------------------------------
     def tau_from_lambda(self, lam):
@@ -221,7 +252,144 @@ class VE(Schedule):
         return np.sqrt(1.0 + self._check(tau) ** 2)
 
 
-KINDS = {"discrete": Discrete, "vp_linear": VPLinear, "ve": VE}
+FLOW_CONVENTIONS = ("noise_at_1", "data_at_1")
+FLOW_S_RANGE = (1e-3, 1.0 - 1e-3)  # the unshifted s range every Flow samples in (Flow docstring)
+
+
+def flow_time_shift(s, shift: float):
+    """SD3's time shift (Esser et al. 2024, Sec. 5.3.2): s -> k s / (1 + (k - 1) s); lambda moves by -log k."""
+    s = np.asarray(s, dtype=np.float64)
+    return shift * s / (1.0 + (shift - 1.0) * s)
+
+
+def flow_time_unshift(s, shift: float):
+    """The inverse of flow_time_shift: s -> s / (k - (k - 1) s)."""
+    s = np.asarray(s, dtype=np.float64)
+    return s / (shift - (shift - 1.0) * s)
+
+
+def dynamic_shift(image_seq_len, base_shift: float = 0.5, max_shift: float = 1.15, base_image_seq_len: int = 256,
+                  max_image_seq_len: int = 4096, time_shift_type: str = "exponential") -> float:
+    """Flux's resolution-dependent shift as diffusers computes it (FluxPipeline's calculate_shift, then the scheduler's
+    time_shift): mu is linear in the image's token count, from base_shift at base_image_seq_len to max_shift at
+    max_image_seq_len; the shift is e^mu ("exponential", Flux) or mu itself ("linear")."""
+    if image_seq_len is None:
+        raise ScheduleError("a dynamic-shift flow schedule (use_dynamic_shifting) needs image_seq_len, the number of "
+                            "image tokens (latent (H / patch) * (W / patch)); set model.image_seq_len")
+    if isinstance(image_seq_len, bool) or not isinstance(image_seq_len, (int, float)) or not image_seq_len > 0:
+        raise ScheduleError(f"image_seq_len must be a positive number of image tokens, got {image_seq_len!r}")
+    if time_shift_type not in ("exponential", "linear"):
+        raise ScheduleError(f"unknown time_shift_type {time_shift_type!r}; allowed: exponential, linear")
+    m = (max_shift - base_shift) / (max_image_seq_len - base_image_seq_len)
+    mu = image_seq_len * m + (base_shift - m * base_image_seq_len)
+    return float(np.exp(mu)) if time_shift_type == "exponential" else float(mu)
+
+
+class Flow(Schedule):
+    """The flow-matching interpolant x_f = (1 - s) x_0 + s eps, s in (0, 1], at model time tau = time_scale * s.
+
+    In the VP frame (x_vp = x_f / c, c = sqrt((1 - s)^2 + s^2) = input_scale): alpha = (1 - s) / c, sigma = s / c,
+    lambda = log((1 - s) / s), EDM sigma = s / (1 - s); model_alpha = 1 - s and model_sigma = s. x_T is N(0, I) in
+    the model's space (prior_std 1). time_scale: 1000 for diffusers' flow schedulers and SD3 (timestep = 1000 s), 1
+    for networks that take s itself (Flux's transformer, SiT).
+
+    The range. lambda(s = 1) = -inf: every sampler that divides by alpha would see it, so nfebench samples in
+    s in [shift(0.001), shift(0.999)], tau in [t_min, t_max] (0.999 is where diffusers' DPM-Solver++ and UniPC start
+    in flow mode; 0.001 is the lowest sigma of FlowMatchEulerDiscreteScheduler's 1000 training sigmas), and starts
+    from x_T ~ N(0, I) at s_max (the marginal there is 0.001 x_0 + 0.999 eps, as close to N(0, I) as VP's x_T).
+
+    shift k (SD3's time shift, flow_time_shift): s -> k s / (1 + (k - 1) s), lambda -> lambda - log k. Every spacing
+    is computed on the unshifted s in [0.001, 0.999] and then shifted, as diffusers shifts its grids: `uniform` is the
+    shifted uniform grid in s (FlowMatchEulerDiscreteScheduler's), `logsnr` and `karras` are those of the shifted
+    range (a constant offset of lambda changes neither). The ODE itself does not depend on k.
+
+    convention: `noise_at_1` (diffusers, SD3, Flux: the network is called at tau = time_scale * s and flow_prediction
+    is v = eps - x_0) or `data_at_1` (SiT, Liu et al.'s rectified flow: t = 1 - s, x_t = t x_0 + (1 - t) eps, the
+    network is called at time_scale * t and its velocity is x_0 - eps). Only the network's time argument and the sign
+    of its velocity differ (network_time, velocity_sign); the schedule, grids and samplers are the same.
+    """
+
+    def __init__(self, shift: float = 1.0, time_scale: float = 1000.0, convention: str = "noise_at_1"):
+        for name, v in (("shift", shift), ("time_scale", time_scale)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v <= 0:
+                raise ScheduleError(f"flow {name} must be a finite number > 0, got {v!r}")
+        if convention not in FLOW_CONVENTIONS:
+            raise ScheduleError(f"unknown flow convention {convention!r}; allowed: {', '.join(FLOW_CONVENTIONS)}")
+        self.shift, self.time_scale, self.convention = float(shift), float(time_scale), convention
+        self.velocity_sign = 1.0 if convention == "noise_at_1" else -1.0
+        lo, hi = flow_time_shift(np.array(FLOW_S_RANGE), self.shift)
+        self.t_min, self.t_max, self.prior_std = float(lo * self.time_scale), float(hi * self.time_scale), 1.0
+
+    clean_tau = 0.0  # s = 0: x_f = x_0
+    ode_frame = "model"  # euler / heun step x_f in s, as FlowMatchEuler / FlowMatchHeun and SD3 do
+
+    def model_rates(self, tau):
+        """d(1 - s)/d tau = -1 / time_scale, d s / d tau = 1 / time_scale: the velocity is (eps - x_0) / time_scale."""
+        return -1.0 / self.time_scale, 1.0 / self.time_scale
+
+    def describe(self) -> str:
+        tail = "" if self.convention == "noise_at_1" else f",convention={self.convention}"
+        return f"flow(shift={self.shift:g},time_scale={self.time_scale:g}{tail})"
+
+    def s(self, tau):
+        """The interpolation time s = tau / time_scale (the noise coefficient of x_f)."""
+        return self._check(tau) / self.time_scale
+
+    def network_time(self, tau):
+        return tau if self.convention == "noise_at_1" else self.time_scale - tau
+
+    def log_alpha_bar_at(self, tau):
+        s = self.s(tau)
+        return 2.0 * np.log1p(-s) - np.log((1.0 - s) ** 2 + s**2)
+
+    def tau_from_log_alpha_bar(self, lab):
+        lab = np.asarray(lab, dtype=np.float64)
+        return self.tau_from_lambda(0.5 * (lab - np.log(-np.expm1(lab))))
+
+    # exact closed forms
+    def lambda_(self, tau):
+        s = self.s(tau)
+        return np.log1p(-s) - np.log(s)
+
+    def tau_from_lambda(self, lam):
+        """s = 1 / (1 + e^lambda)."""
+        return self.time_scale / (1.0 + np.exp(np.asarray(lam, dtype=np.float64)))
+
+    def alpha(self, tau):
+        s = self.s(tau)
+        return (1.0 - s) / np.hypot(1.0 - s, s)
+
+    def sigma(self, tau):
+        s = self.s(tau)
+        return s / np.hypot(1.0 - s, s)
+
+    def input_scale(self, tau):
+        s = self.s(tau)
+        return np.hypot(1.0 - s, s)
+
+    def model_alpha(self, tau):
+        return 1.0 - self.s(tau)
+
+    def model_sigma(self, tau):
+        return self.s(tau)
+
+    def timesteps(self, num_steps: int, spacing: str, t_start: float | None = None, t_end: float | None = None,
+                  rho: float = 7.0) -> np.ndarray:
+        """The spacing's grid on the unshifted s, then shifted (class docstring)."""
+        if self.shift == 1.0:
+            return super().timesteps(num_steps, spacing, t_start, t_end, rho)
+        a = self.t_max if t_start is None else float(t_start)
+        b = self.t_min if t_end is None else float(t_end)
+        base = Flow(1.0, self.time_scale)
+        ua, ub = (float(flow_time_unshift(self.s(v), self.shift)) * self.time_scale for v in (a, b))
+        ts = flow_time_shift(base.timesteps(num_steps, spacing, ua, ub, rho) / self.time_scale,
+                             self.shift) * self.time_scale
+        ts[0], ts[-1] = a, b
+        return ts
+
+
+KINDS = {"discrete": Discrete, "vp_linear": VPLinear, "ve": VE, "flow": Flow}
+DYNAMIC_SHIFT_KEYS = ("base_shift", "max_shift", "base_image_seq_len", "max_image_seq_len", "time_shift_type")
 
 
 def as_schedule(betas_or_schedule) -> Schedule:
@@ -233,12 +401,23 @@ def from_config(cfg) -> Schedule:
     """A schedule from a config value: a kind name (its default parameters) or a mapping {kind: ..., params}.
 
     discrete takes betas, or num_train_timesteps / beta_start / beta_end (Ho et al.'s linear schedule);
-    vp_linear takes beta_min, beta_max, t_min; ve takes sigma_min, sigma_max.
+    vp_linear takes beta_min, beta_max, t_min; ve takes sigma_min, sigma_max; flow takes shift, time_scale, convention,
+    or use_dynamic_shifting: true with image_seq_len (and diffusers' base_shift, max_shift, base_image_seq_len,
+    max_image_seq_len, time_shift_type) for Flux's resolution-dependent shift (dynamic_shift).
     """
     params = {"kind": cfg} if isinstance(cfg, str) else dict(cfg or {})
     kind = params.pop("kind", None)
     if kind not in KINDS:
         raise ScheduleError(f"unknown schedule kind {kind!r}; allowed: {', '.join(KINDS)}")
+    if kind == "flow" and params.pop("use_dynamic_shifting", False):
+        allowed = ("image_seq_len", "time_scale", "convention") + DYNAMIC_SHIFT_KEYS
+        bad = sorted(set(params) - set(allowed))
+        if bad:
+            raise ScheduleError(f"unknown parameter {bad[0]!r} for a dynamic-shift flow schedule; allowed: "
+                                f"{', '.join(allowed)}")
+        shift = dynamic_shift(params.pop("image_seq_len", None), **{k: params.pop(k) for k in DYNAMIC_SHIFT_KEYS
+                                                                      if k in params})
+        return Flow(shift=shift, **params)
     if kind == "discrete" and "betas" not in params:
         allowed = ("num_train_timesteps", "beta_start", "beta_end")
         bad = sorted(set(params) - set(allowed))

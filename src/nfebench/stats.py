@@ -1,4 +1,5 @@
-"""Is the difference real? Paired bootstrap confidence intervals and p-values for FID, KID, IS and NLL differences.
+"""Is the difference real? Paired bootstrap confidence intervals and p-values for FID, KID, IS and NLL differences
+(and, for text-to-image runs, CLIP score and CMMD).
 
 Samplers compared at the same NFE share their initial noise: row i of two runs' features comes from the same
 per-sample seed. The difference of a metric between two such runs is therefore estimated far more tightly by
@@ -6,7 +7,7 @@ resampling the *pairs* (row i of both runs together) than by treating the runs a
 
 Every function here returns the same dict (the contract other code builds on, e.g. nfebench.recommend):
 
-    metric    "fid" | "kid" | "is" | "nll"
+    metric    "fid" | "kid" | "is" | "nll" | "clip_score" | "cmmd"
     a, b      the metric of run a and of run b on all their rows
     delta     a - b
     ci_low, ci_high   the `level` confidence interval of delta
@@ -301,3 +302,43 @@ def mean_ci(values, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> d
     lo, hi = _basic_interval(float(x.mean()), boot, level)
     return {"mean": float(x.mean()), "ci_low": lo, "ci_high": hi, "level": level, "n_boot": int(n_boot),
             "n": x.shape[0]}
+
+
+def paired_clip_score(scores_a, scores_b, n_boot: int = 1000, seed: int = 0, level: float = 0.95, *, seeds_a=None,
+                      seeds_b=None, paired: bool = True, device=None) -> dict:
+    """CLIP score_a - CLIP score_b from the per-sample values 100 cos(image, caption) [N] (nfebench.metrics.clip):
+    the statistic is torchmetrics' max(mean, 0); paired over the samples' seeds (and so their captions)."""
+    device = device or default_device()
+    a = _features(np.asarray(scores_a, dtype=np.float64).reshape(-1, 1), "scores_a", device)[:, 0]
+    b = _features(np.asarray(scores_b, dtype=np.float64).reshape(-1, 1), "scores_b", device)[:, 0]
+    _check(a.shape[0], b.shape[0], n_boot, level, paired, seeds_a, seeds_b)
+    return bootstrap(lambda w: (w @ a / a.shape[0]).clamp_min(0.0), lambda w: (w @ b / b.shape[0]).clamp_min(0.0),
+                     a.shape[0], b.shape[0], "clip_score", n_boot, seed, level, paired, device)
+
+
+def _cmmd_stat(x: torch.Tensor, ref: torch.Tensor, sigma: float = 10.0, scale: float = 1000.0):
+    """W -> CMMD (Jayasumana et al. 2024; nfebench.metrics.clip.cmmd: RBF kernel, all pairs, x1000) of the weighted
+    rows of x to the fixed reference rows. Memory N^2 (the kernel matrix)."""
+    gamma = 1.0 / (2.0 * sigma**2)
+
+    def k(p, q):
+        return torch.exp(-gamma * ((p * p).sum(1)[:, None] + (q * q).sum(1)[None, :] - 2.0 * p @ q.T))
+
+    n = x.shape[0]
+    kxx, kxr, krr = k(x, x), k(x, ref).mean(1), k(ref, ref).mean()
+
+    def stat(w):
+        return scale * (((w @ kxx) * w).sum(1) / n**2 - 2 * (w @ kxr) / n + krr)
+
+    return stat
+
+
+def paired_cmmd(emb_a, emb_b, emb_ref, n_boot: int = 1000, seed: int = 0, level: float = 0.95, *, seeds_a=None,
+                seeds_b=None, paired: bool = True, device=None) -> dict:
+    """CMMD_a - CMMD_b from the samples' CLIP image embeddings [N, D] and the reference's [M, D], held fixed."""
+    device = device or default_device()
+    a, b, ref = _pair(emb_a, emb_b, emb_ref, device)
+    _check(a.shape[0], b.shape[0], n_boot, level, paired, seeds_a, seeds_b)
+    return bootstrap(_cmmd_stat(a, ref), _cmmd_stat(b, ref), a.shape[0], b.shape[0], "cmmd", n_boot, seed, level,
+                     paired, device)
+

@@ -2,6 +2,7 @@
 
     python -m nfebench.train ddpm        --steps 8000 --out checkpoints/digits-ddpm
     python -m nfebench.train ddpm        --num-classes 10 --label-dropout 0.15 --out checkpoints/digits-cond
+    python -m nfebench.train flow        --steps 2000 --threads 1 --out checkpoints/digits-flow
     python -m nfebench.train classifier  --steps 3000  --out checkpoints/digits-cnn
     python -m nfebench.train cov_heads   --steps 3000 --threads 1 --model checkpoints/digits-ddpm \
                                          --out checkpoints/digits-ddpm/cov_heads
@@ -11,6 +12,10 @@ UNet2DModel, on the digits train split; EMA weights are saved with save_pretrain
 With `--num-classes K` it is class-conditional for classifier-free guidance (Ho & Salimans 2022, Sec. 3.2, Alg. 1):
 the UNet has K + 1 class embeddings, the last one the null label, and each training label is replaced by the null
 label with probability `--label-dropout`, so one network learns eps(x, n, y) and eps(x, n, null).
+`flow`: a flow-matching (rectified-flow) model with the same UNet: x_s = (1 - s) x_0 + s eps, s ~ U(0, 1), the network
+called at tau = 1000 s and trained to predict v = eps - x_0 by MSE (Lipman et al. 2023, Eq. 23 with sigma_min = 0;
+Liu et al. 2023, Eq. 1), saved with a FlowMatchEulerDiscreteScheduler config (shift 1): nfebench loads it as
+flow_prediction on Flow(shift=1, time_scale=1000), as diffusers' flow pipelines call their networks.
 `classifier`: the digits CNN whose penultimate features are nfebench's digits FID/KID features and whose logits are its
 IS logits (see nfebench.metrics.digits_cnn); reports held-out accuracy on the test split.
 `cov_heads`: SN-DPM's and NPR-DPM's covariance heads (nfebench.cov_heads) on the frozen network of --model, on the
@@ -137,6 +142,60 @@ def train_ddpm(steps: int, batch_size: int, lr: float, ema_decay: float, seed: i
     return stats
 
 
+def flow_loss(model, x0: torch.Tensor, generator=None) -> torch.Tensor:
+    """The conditional flow-matching loss: || (eps - x_0) - v_theta((1 - s) x_0 + s eps, 1000 s) ||^2, s ~ U(0, 1)."""
+    s = torch.rand((x0.shape[0],), generator=generator)
+    eps = torch.randn(x0.shape, generator=generator)
+    sv = s.view(-1, 1, 1, 1)
+    x_s = (1 - sv) * x0 + sv * eps
+    return F.mse_loss(model(x_s, 1000.0 * s).sample, eps - x0)
+
+
+def train_flow(steps: int, batch_size: int, lr: float, ema_decay: float, seed: int, out: Path, log_every: int = 500):
+    """The flow-matching twin of train_ddpm: same data, UNet, optimiser, warm-up, clipping and EMA (module docstring)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, UNet2DModel
+    from tqdm import tqdm
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    data = to_model_range(load_split("digits", "train"))
+    model = UNet2DModel(**digits_unet_config())
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 500))
+    losses, t0 = [], time.time()
+    bar = tqdm(range(steps), desc="train flow", mininterval=2)
+    for step in bar:
+        idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
+        loss = flow_loss(model, data[idx], gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            d = min(ema_decay, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - d)
+        losses.append(loss.item())
+        if (step + 1) % log_every == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.4f}")
+    wall = time.time() - t0
+    out.mkdir(parents=True, exist_ok=True)
+    ema.save_pretrained(out)
+    FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0).save_pretrained(out)
+    test = to_model_range(load_split("digits", "test"))
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(1234)
+        test_loss = float(np.mean([flow_loss(ema, test, g).item() for _ in range(20)]))
+    stats = dict(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed,
+                 final_train_loss=float(np.mean(losses[-1000:])), test_loss_ema=test_loss,
+                 wall_seconds=round(wall, 1), parameters=sum(p.numel() for p in ema.parameters()),
+                 torch=torch.__version__)
+    (out / "training_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    return stats
+
+
 def drop_labels(labels: torch.Tensor, num_classes: int, p: float, generator=None) -> torch.Tensor:
     """Classifier-free guidance's label dropout (Ho & Salimans 2022, Alg. 1): each label -> null (= num_classes) w.p. p."""
     drop = torch.rand(labels.shape, generator=generator) < p
@@ -249,7 +308,7 @@ def train_cov_heads(model_dir: Path, steps: int, batch_size: int, lr: float, see
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m nfebench.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["ddpm", "classifier", "cov_heads"])
+    p.add_argument("what", choices=["ddpm", "flow", "classifier", "cov_heads"])
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=None)
@@ -279,6 +338,8 @@ def main(argv=None):
         stats = train_ddpm(a.steps or 8000, a.batch_size, a.lr or 1e-3, a.ema_decay, a.seed, a.out,
                            weight_cap=a.weight_cap, lr_schedule=a.lr_schedule, dropout=a.dropout,
                            num_classes=a.num_classes, label_dropout=a.label_dropout)
+    elif a.what == "flow":
+        stats = train_flow(a.steps or 2000, a.batch_size, a.lr or 1e-3, a.ema_decay, a.seed, a.out)
     elif a.what == "cov_heads":
         stats = train_cov_heads(a.model, a.steps or 3000, a.batch_size, a.lr or 1e-3, a.seed, a.out)
     else:

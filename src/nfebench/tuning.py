@@ -109,14 +109,14 @@ class _Grids:
 
     def __init__(self, sched: Discrete, points: int, clean: bool):
         self.sched, self.points, self.clean = sched, points, clean
-        self.lam_hi, self.lam_lo = float(sched.lambda_(sched.t_max)), float(sched.lambda_(0.0))
+        self.lam_hi, self.lam_lo = float(sched.lambda_(sched.t_max)), float(sched.lambda_(sched.t_min))
 
     def grid(self, theta) -> np.ndarray:
         z = np.append(np.asarray(theta, dtype=np.float64), 0.0)
         inc = np.exp(z - z.max())
         c = np.cumsum(inc / inc.sum())[:-1]  # interior points in (0, 1)
         ts = np.concatenate([[self.sched.t_max], self.sched.tau_from_lambda(self.lam_hi + c * (self.lam_lo -
-                                                                                              self.lam_hi)), [0.0]])
+                                                                                              self.lam_hi)), [self.sched.t_min]])
         return np.append(ts, CLEAN) if self.clean else ts
 
     def theta(self, grid) -> np.ndarray:
@@ -141,11 +141,13 @@ def rms(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).pow(2).mean().sqrt())
 
 
-def teacher_solution(run, x_T, clean: bool, teacher_nfe: int):
+def teacher_solution(run, x_T, clean: bool, teacher_nfe: int, sched=None):
     """The teacher's x_0 from x_T (module docstring, step 1) and the evaluations it spent per sample."""
     x, spent = run(x_T, TEACHER[0], teacher_nfe, **TEACHER[1])
-    if clean:  # the students' last step, tau = 0 -> sigma = 0, taken from the teacher's x(0)
-        x, one = run(x, "euler", 1, timesteps=[0.0, CLEAN])
+    if clean:  # the students' last step, t_min -> sigma = 0, taken from the teacher's x(t_min)
+        t_min = 0.0 if sched is None else sched.t_min
+        k = 1.0 if sched is None else float(sched.input_scale(t_min))  # back to the model's space, as x_T is
+        x, one = run(x * k, "euler", 1, timesteps=[t_min, CLEAN])
         spent += one
     return x, spent
 
@@ -169,12 +171,9 @@ def tune(model_fn, betas_or_schedule, sampler: str = "dpmpp", nfe: int = 10, x_T
         raise SamplerError(f"x_T must be a batch of noise [B, ...] to tune on, got {type(x_T).__name__}")
     check_nfe(teacher_nfe, 1, TEACHER[0])
     sched = as_schedule(betas_or_schedule)
-    if not isinstance(sched, Discrete):  # the grid layouts end at the discrete chain's tau = 0 and clean data
-        raise SamplerError(f"tune supports discrete schedules (a betas array or schedules.Discrete) for now, got "
-                           f"{sched.describe()}")
     run = _solver(model_fn, sched, prediction_type)
     points, clean = LAYOUTS[sampler](nfe)
-    target, teacher_spent = teacher_solution(run, x_T, clean, teacher_nfe)
+    target, teacher_spent = teacher_solution(run, x_T, clean, teacher_nfe, sched)
     solver_opts = {k: v for k, v in opts.items() if k not in ("spacing", "timesteps")}
     spent, tried = 0, {}
 
@@ -297,7 +296,7 @@ def tune_point(cfg, progress: bool = True) -> dict:
                                                                                                       "note")})
     x_T = PerSampleNoise(sample_seeds(settings["seed"], settings["num_noise"])).randn(model.sample_shape,
                                                                                        dtype=model.dtype)
-    grid, info = tune(model, model.betas, p.sampler, p.nfe, x_T.to(model.device), teacher_nfe=settings["teacher_nfe"],
+    grid, info = tune(model, model.schedule, p.sampler, p.nfe, x_T.to(model.device), teacher_nfe=settings["teacher_nfe"],
                       evals_per_point=settings["evals_per_point"], return_info=True, **opts)
     record = {
         "model": name, "model_digest": model_digest(model), "sampler": p.sampler, "options": key_options(opts),

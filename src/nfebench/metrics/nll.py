@@ -33,7 +33,11 @@ from tau = 0 (the data end: z is treated as a sample of p_{tau=0}) to tau = T-1,
     log p_0(z) = log N(x(lambda_{T-1}); 0, I) + integral_{lambda_0}^{lambda_{T-1}} div dlambda      (nats)
     bpd = -log p_0(z) / (D ln 2) + 7     (+8 for the 256 levels, -1 for the Jacobian of [0, 1] -> [-1, 1]).
 
-On continuous schedules (nfebench.schedules VPLinear, VE) read t_min for tau = 0 and t_max for T-1 throughout.
+On continuous schedules (nfebench.schedules VPLinear, VE, Flow) read t_min for tau = 0 and t_max for T-1 throughout.
+z is a point of the model's own space at t_min (x_model = k x_vp, k = input_scale: 1 on VP, sqrt(1 + s^2) on VE,
+sqrt((1 - s)^2 + s^2) on Flow) and the prior is the model's, N(0, prior_std^2 I) in its space at t_max (on VP
+N(0, I); on VE N(0, sigma_max^2 I); on Flow N(0, I) at s_max): both are carried into the VP frame with their
+Jacobians, so the NLL is of the data as the model sees it.
 
 The trace is exact (D vector-Jacobian products with the basis vectors) or Hutchinson's estimate with Rademacher probes
 fixed per image for the whole solve (Grathwohl et al. 2019). Solvers: scipy's adaptive RK45 (reference), or fixed-step
@@ -280,6 +284,9 @@ def ode_logp_batch(eps_fn, sched: Schedule, z: torch.Tensor, *, nfe=None, solver
     b, dims = shape[0], int(np.prod(shape[1:]))
     f = _ODEFunc(eps_fn, sched, shape, exact, probes, dtype, device)
     lam0, lam1 = _lam(sched, sched.t_min), _lam(sched, sched.t_max)
+    # z and the prior live in the model's own space (x_model = k x_vp): k = 1 on VP, ~1 at VE's and Flow's ends
+    k0, k1 = float(sched.input_scale(sched.t_min)), float(sched.input_scale(sched.t_max))
+    z = z / k0
     if solver == "rk45":
         from scipy.integrate import solve_ivp
 
@@ -310,7 +317,10 @@ def ode_logp_batch(eps_fn, sched: Schedule, z: torch.Tensor, *, nfe=None, solver
                 x, delta = x + h * dx1, delta + h * div1
         x1 = x
         assert f.forward == nfe, (f.forward, nfe)
-    prior = -0.5 * x1.reshape(b, -1).pow(2).sum(1) - 0.5 * dims * math.log(2 * math.pi)
+    # the prior N(0, prior_std^2 I) of x_model = k1 x_vp, as a density of x_vp; the data end's Jacobian -D log k0
+    sd = sched.prior_std / k1
+    prior = (-0.5 * (x1.reshape(b, -1) / sd).pow(2).sum(1) - 0.5 * dims * math.log(2 * math.pi) - dims * math.log(sd)
+             - dims * math.log(k0))
     return {"logp": prior + delta, "prior": prior, "delta": delta, "forward": f.forward, "vjp": f.vjp}
 
 

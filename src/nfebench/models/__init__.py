@@ -1,7 +1,8 @@
 """Model loaders: each returns an EpsModel, the only thing samplers and metrics see of a network.
 
-kinds: `diffusers` (any UNet2DModel directory or hub id), `python` (a user's factory function) and `gmm` (the
-exact-score Gaussian-mixture oracle). What the network predicts and its schedule are resolved by the one adapter,
+kinds: `diffusers` (any UNet2DModel directory or hub id), `pipeline` (a text-to-image diffusers pipeline:
+SD 1.x/2.x, SDXL, SD3, Flux), `python` (a user's factory function) and `gmm` (the exact-score Gaussian-mixture
+oracle). What the network predicts and its schedule are resolved by the one adapter,
 nfebench.models.parametrization.
 """
 
@@ -12,7 +13,15 @@ from .diffusers_unet import load_diffusers
 from .gmm import load_gmm
 from .python_factory import load_python
 
-LOADERS = {"diffusers": load_diffusers, "gmm": load_gmm, "python": load_python}
+
+def load_pipeline(**options) -> EpsModel:
+    """model=pipeline (nfebench.models.pipeline, imported on use: it registers the text_embeddings need)."""
+    from .pipeline import load_pipeline as load
+
+    return load(**options)
+
+
+LOADERS = {"diffusers": load_diffusers, "gmm": load_gmm, "pipeline": load_pipeline, "python": load_python}
 
 
 def load_model(kind: str, device="cpu", **options) -> EpsModel:

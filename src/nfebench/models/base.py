@@ -34,6 +34,10 @@ class EpsModel:
     num_classes: int | None = None  # class-conditional: labels 0..num_classes-1 (fn takes class_labels=...)
     null_class: int | None = None  # the label of the unconditional half of classifier-free guidance
     decoder: Callable | None = None  # latent models: latents -> images in [-1, 1] (e.g. diffusers_unet.LatentDecoder)
+    # per-sample conditioning the model applies itself: conditioning(seeds) -> the keyword arguments of fn for those
+    # samples (a text-to-image pipeline's prompt embeddings and guidance, set by its need resolver,
+    # nfebench.models.pipeline). With it the runner passes no class labels of its own.
+    conditioning: Callable | None = None
 
     def __post_init__(self):
         from ..schedules import Discrete

@@ -10,6 +10,14 @@ What the network is comes from scheduler_config.json beside the weights:
   models on data in [0, 1] (not centered; ScoreSdeVePipeline clamps to [0, 1]), so with nfebench's data range
   [-1, 1] its noise levels double: schedule VE(2 sigma_min, 2 sigma_max), and the network sees
   x_net = (x + 1) / 2 at sigma_net = sigma / 2, its score halved (the score of x = 2 x_net - 1).
+- FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler, and DPMSolverMultistep / UniPC configs with
+  use_flow_sigmas (flow-matching models: SD3, Flux, SANA, ...): the Flow schedule (nfebench.schedules.Flow) with
+  time_scale = num_train_timesteps (the network gets tau = 1000 s, as diffusers' pipelines call it), shift = the
+  config's `shift` (FlowMatch*) or `flow_shift` (use_flow_sigmas), or with use_dynamic_shifting the shift e^mu of
+  Flux's resolution rule (nfebench.schedules.dynamic_shift; base_shift, max_shift, base_image_seq_len,
+  max_image_seq_len from the config; the image's token count from model.image_seq_len, else the network's
+  sample_size / patch_size); prediction_type flow_prediction. The config's grid options (shift_terminal,
+  use_karras_sigmas, ...) are a sampler's choice, not the model's, and are not read.
 Without a scheduler config: Ho et al.'s linear 1e-4..0.02 over T=1000, epsilon. model.prediction_type,
 model.variance_type and model.schedule override what the config says (for checkpoints whose config is wrong).
 
@@ -35,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..schedules import VE, Discrete, from_config, linear_betas
+from ..schedules import DYNAMIC_SHIFT_KEYS, VE, Discrete, Flow, ScheduleError, dynamic_shift, from_config, linear_betas
 from .base import EpsModel, ModelError
 from .parametrization import EpsAdapter, check_prediction_type, check_variance_type
 
@@ -52,10 +60,31 @@ def betas_from_scheduler_config(cfg: dict) -> np.ndarray:
     return sched.betas.double().numpy()
 
 
-def read_scheduler_config(cfg: dict | None) -> tuple:
+FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler")
+
+
+def flow_schedule_from_config(cfg: dict, image_seq_len=None) -> Flow:
+    """The Flow schedule of a flow-matching scheduler config (module docstring); image_seq_len: the image's token
+    count, needed with use_dynamic_shifting only."""
+    shift = cfg.get("shift", 1.0) if cfg.get("_class_name") in FLOW_SCHEDULERS else cfg.get("flow_shift", 1.0)
+    try:
+        if cfg.get("use_dynamic_shifting"):
+            shift = dynamic_shift(image_seq_len, **{k: cfg[k] for k in DYNAMIC_SHIFT_KEYS if cfg.get(k) is not None})
+        return Flow(shift=shift, time_scale=cfg.get("num_train_timesteps", 1000))
+    except ScheduleError as e:
+        raise ModelError(f"scheduler config {cfg.get('_class_name')}: {e}") from None
+
+
+def read_scheduler_config(cfg: dict | None, image_seq_len=None) -> tuple:
     """(schedule, prediction_type, variance_type) a diffusers scheduler config describes (module docstring)."""
     if cfg is None:
         return Discrete(linear_betas()), "epsilon", None
+    if cfg.get("_class_name") in FLOW_SCHEDULERS or cfg.get("use_flow_sigmas"):
+        ptype = cfg.get("prediction_type") or "flow_prediction"
+        if cfg.get("_class_name") not in FLOW_SCHEDULERS and ptype != "flow_prediction":
+            raise ModelError(f"scheduler config {cfg.get('_class_name')} has use_flow_sigmas with prediction_type "
+                             f"{ptype!r}; flow sigmas need prediction_type flow_prediction")
+        return flow_schedule_from_config(cfg, image_seq_len), "flow_prediction", None
     if cfg.get("_class_name") == "ScoreSdeVeScheduler":  # data in [0, 1]: noise levels doubled in [-1, 1]
         return VE(2 * cfg.get("sigma_min", 0.01), 2 * cfg.get("sigma_max", 1348.0)), "score", None
     return (Discrete(betas_from_scheduler_config(cfg)), cfg.get("prediction_type", "epsilon"),
@@ -103,12 +132,13 @@ class LatentDecoder:
     def __init__(self, autoencoder, kind: str):
         self.autoencoder, self.kind, self.seconds = autoencoder, kind, 0.0
         self.scale = autoencoder.config.scaling_factor if kind == "vae" else 1.0
+        self.shift = (getattr(autoencoder.config, "shift_factor", None) or 0.0) if kind == "vae" else 0.0  # SD3, Flux
 
     def __call__(self, z: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter()
         with torch.no_grad():
             ae = self.autoencoder
-            x = ae.decode(z.to(device=ae.device, dtype=ae.dtype) / self.scale).sample.to(z.dtype)
+            x = ae.decode(z.to(device=ae.device, dtype=ae.dtype) / self.scale + self.shift).sample.to(z.dtype)
         self.seconds += time.perf_counter() - t0
         return x
 
@@ -166,10 +196,11 @@ def class_setup(embeddings: int | None, num_classes, null_class, where: str) -> 
 def load_diffusers(path: str | None = None, device="cpu", name: str | None = None, dtype: str = "float32",
                    dataset: str | None = None, prediction_type: str | None = None, variance_type: str | None = None,
                    schedule=None, num_classes: int | None = None, null_class: int | None = None,
-                   **_unused) -> EpsModel:
+                   image_seq_len: int | None = None, **_unused) -> EpsModel:
     """Load a UNet2DModel or DiTTransformer2DModel (with its autoencoder, for a latent pipeline) as an EpsModel.
     `dataset` names what it was trained on (checked by runtime.preflight); prediction_type, variance_type,
-    schedule: None = what the scheduler config says; num_classes, null_class: None = the denoiser's own."""
+    schedule: None = what the scheduler config says; num_classes, null_class: None = the denoiser's own;
+    image_seq_len: the token count of a dynamic-shift flow config (None: from sample_size / patch_size)."""
     from diffusers import DiTTransformer2DModel, UNet2DModel
     from diffusers.utils import logging as diffusers_logging
 
@@ -177,7 +208,7 @@ def load_diffusers(path: str | None = None, device="cpu", name: str | None = Non
 
     if _unused:
         raise ModelError(f"unknown model option {sorted(_unused)[0]!r}; allowed: path, name, dtype, dataset, "
-                         f"prediction_type, variance_type, schedule, num_classes, null_class")
+                         f"prediction_type, variance_type, schedule, num_classes, null_class, image_seq_len")
     if dtype not in ("float32", "float64"):
         raise ModelError(f"unknown model dtype {dtype!r}; allowed: float32, float64")
     torch_dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
@@ -197,9 +228,13 @@ def load_diffusers(path: str | None = None, device="cpu", name: str | None = Non
     sched_file = next((f for f in (root / "scheduler_config.json", root / "scheduler" / "scheduler_config.json")
                        if f.exists()), None)
     sched_cfg = json.loads(sched_file.read_text()) if sched_file else None
-    sched, ptype, vtype = read_scheduler_config(sched_cfg)
-    unit_range = (sched_cfg or {}).get("_class_name") == "ScoreSdeVeScheduler"
     c = net.config
+    if image_seq_len is None and isinstance(c.get("sample_size"), (int, list, tuple)):
+        h, w = (c.sample_size, c.sample_size) if isinstance(c.sample_size, int) else c.sample_size
+        p = c.get("patch_size") or 1
+        image_seq_len = (h // p) * (w // p)
+    sched, ptype, vtype = read_scheduler_config(sched_cfg, image_seq_len)
+    unit_range = (sched_cfg or {}).get("_class_name") == "ScoreSdeVeScheduler"
     dit = cls is DiTTransformer2DModel
     if dit and vtype is None and c.out_channels == 2 * c.in_channels:
         vtype = "learned_range"  # DiT's learned sigma (Peebles & Xie 2023, Sec. 3.1, after Nichol & Dhariwal 2021)

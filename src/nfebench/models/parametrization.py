@@ -11,6 +11,16 @@ x_model = x_0 + s eps with s = sigma / alpha). Every parametrization is affine i
                    (Salimans & Ho 2022, Sec. 4 and App. D; with alpha^2 + sigma^2 = 1, eps = sigma x + alpha v)
     score        grad log p(x_model) = -eps / (k sigma)     A = -1/(k sigma), B = 0
                    (Song et al. 2021, Eq. 1-2: the VE score of NCSN++ is -eps / s)
+    flow_prediction  v = eps - x_0 on a Flow schedule         A = 1/(k alpha), B = -1/alpha
+                   (diffusers' name; Lipman et al. 2023, Liu et al. 2023, Esser et al. 2024: the velocity
+                   d x_f / d s of x_f = (1 - s) x_0 + s eps, with k alpha = 1 - s: eps = x_f + (1 - s) v and
+                   x_0 = x_f - s v.) With the schedule's data_at_1 convention (SiT, rectified flow) the network's
+                   velocity is x_0 - eps: A and B change sign (nfebench.schedules.Flow, velocity_sign).
+
+`v_prediction` on a Flow schedule is still Salimans & Ho's v of the VP frame (alpha eps - sigma x_0 with the VP
+alpha, sigma), not the flow velocity; the flow velocity is `flow_prediction`. flow_prediction needs a Flow schedule;
+every other parametrization works on every schedule (an eps- or x_0-predicting flow model is `epsilon` / `sample` on
+Flow). The network is called at schedule.network_time(tau) (tau itself, but for Flow's data_at_1 convention).
 
 so eps = (out - B x) / A. EDM's preconditioned networks D(x; sigma) are `sample` on a VE schedule (Karras et al.
 2022, Eq. 7): their forward, unchanged. A new parametrization is one entry of PARAMETRIZATIONS.
@@ -31,6 +41,11 @@ both halves, so guiding the raw outputs would give the same field: the guided fi
 network predicts. w = 1 (or None) is the conditional network alone and w = 0 the unconditional one, one pass each;
 any other w runs both halves as one forward of 2B samples (GUIDED_PASSES network passes per evaluation).
 With learned variances the variance values are the conditional half's.
+
+Text conditioning (nfebench.models.pipeline) goes the same way: the network takes a dict of per-sample tensors
+(prompt embeddings, pooled embeddings, SDXL's time ids) and the negative / unconditional prompt's embeddings play
+the null label; `guidance_interval` [lo, hi] (Kynkaenniemi et al. 2024) guides only where EDM's sigma = sigma / alpha
+is in (lo, hi] and runs the conditional network alone elsewhere (guidance_passes counts the passes).
 """
 
 from __future__ import annotations
@@ -59,8 +74,13 @@ def _score(a, s, k):
     return -1.0 / (k * s), 0.0
 
 
+def _flow_prediction(a, s, k):
+    return 1.0 / (k * a), -1.0 / a
+
+
 PARAMETRIZATIONS: dict[str, Callable] = {
     "epsilon": _epsilon, "sample": _sample, "v_prediction": _v_prediction, "score": _score,
+    "flow_prediction": _flow_prediction,
 }
 LEARNED = ("learned", "learned_range")
 FIXED = ("fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log")  # diffusers' names: C output channels
@@ -71,6 +91,15 @@ def check_prediction_type(prediction_type) -> str:
     if prediction_type not in PARAMETRIZATIONS:
         raise ModelError(f"unknown prediction_type {prediction_type!r}; allowed: {', '.join(PARAMETRIZATIONS)}")
     return prediction_type
+
+
+def check_schedule_fit(schedule, prediction_type: str) -> None:
+    """flow_prediction (a velocity) is defined on a Flow schedule only: a one-line error for any other."""
+    from ..schedules import Flow
+
+    if prediction_type == "flow_prediction" and not isinstance(schedule, Flow):
+        raise ModelError(f"prediction_type flow_prediction needs a flow schedule (model.schedule: {{kind: flow, "
+                         f"shift: ..}}); got {schedule.describe()}")
 
 
 def check_variance_type(variance_type):
@@ -85,6 +114,8 @@ def _coefficients(schedule, prediction_type: str, tau: torch.Tensor, ndim: int):
     t = tau.detach().double().cpu().numpy()
     a, s, k = schedule.alpha(t), schedule.sigma(t), schedule.input_scale(t)
     A, B = PARAMETRIZATIONS[prediction_type](a, s, k)
+    if prediction_type == "flow_prediction":  # data_at_1 (SiT, rectified flow): the velocity x_0 - eps
+        A, B = schedule.velocity_sign * A, schedule.velocity_sign * B
     shape = (-1,) + (1,) * (ndim - 1)
     return tuple(torch.from_numpy(np.broadcast_to(np.asarray(v, dtype=np.float64), t.shape).copy()).view(shape)
                  for v in (A, B, k))
@@ -93,6 +124,18 @@ def _coefficients(schedule, prediction_type: str, tau: torch.Tensor, ndim: int):
 def network_passes(guidance_scale) -> int:
     """Network passes per sample per guided evaluation: 2 when both halves of CFG run, else 1."""
     return 1 if guidance_scale is None or guidance_scale in (0, 1) else 2
+
+
+def guidance_passes(schedule, tau, guidance_scale, interval=None) -> int:
+    """Network passes of one guided evaluation at tau: 2 where both halves of CFG run, else 1. With a guidance
+    interval (Kynkaenniemi et al. 2024, Sec. 3) CFG runs only where EDM's sigma = sigma / alpha of the step lies in
+    (lo, hi]; elsewhere the conditional network alone (one pass)."""
+    if network_passes(guidance_scale) == 1:
+        return 1
+    if interval is None:
+        return 2
+    sigma = float(schedule.edm_sigma(float(tau)))
+    return 2 if interval[0] < sigma <= interval[1] else 1
 
 
 def check_guidance(class_labels, guidance_scale, null_class, batch: int | None = None):
@@ -129,21 +172,28 @@ class EpsAdapter:
     def __init__(self, network: Callable, schedule, prediction_type: str = "epsilon", variance_type=None):
         self.network, self.schedule = network, schedule
         self.prediction_type = check_prediction_type(prediction_type)
+        check_schedule_fit(schedule, self.prediction_type)
         self.variance_type = check_variance_type(variance_type)
+        self.time = getattr(schedule, "network_time", lambda tau: tau)
         self.dtype = getattr(network, "dtype", torch.float32)
         self.device = getattr(network, "device", torch.device("cpu"))
 
     def __call__(self, x: torch.Tensor, tau: torch.Tensor, class_labels: torch.Tensor | None = None,
-                 guidance_scale: float | None = None, null_class: int | None = None) -> torch.Tensor:
+                 guidance_scale: float | None = None, null_class: int | None = None, *, condition: dict | None = None,
+                 negative: dict | None = None, guidance_interval=None) -> torch.Tensor:
         A, B, k = (c.to(x.device) for c in _coefficients(self.schedule, self.prediction_type, tau, x.dim()))
         x_model = (x.double() * k).to(x.dtype)
+        t_net = self.time(tau)
+        if condition is not None:
+            return self._conditioned(x, x_model, tau, t_net, A, B, condition, negative, guidance_scale,
+                                     guidance_interval)
         if class_labels is None:
-            return self._to_eps(self.network(x_model, tau), x, A, B)
+            return self._to_eps(self.network(x_model, t_net), x, A, B)
         y = check_guidance(class_labels, guidance_scale, null_class, x.shape[0]).to(x.device)
         if network_passes(guidance_scale) == 1:  # w = 1 (or None): conditional alone; w = 0: unconditional alone
             labels = torch.full_like(y, null_class) if guidance_scale == 0 else y
-            return self._to_eps(self.network(x_model, tau, labels), x, A, B)
-        out = self.network(torch.cat([x_model, x_model]), torch.cat([tau, tau]),
+            return self._to_eps(self.network(x_model, t_net, labels), x, A, B)
+        out = self.network(torch.cat([x_model, x_model]), torch.cat([t_net, t_net]),
                            torch.cat([y, torch.full_like(y, null_class)]))  # one forward of 2B samples
         if isinstance(out, tuple):
             raise ModelError("guidance with an auxiliary network output (covariance heads) is not supported")
@@ -152,6 +202,19 @@ class EpsAdapter:
         if hasattr(eps_c, "variance_values"):
             eps.variance_values, eps.variance_type = eps_c.variance_values, eps_c.variance_type
         return eps
+
+    def _conditioned(self, x, x_model, tau, t_net, A, B, condition, negative, w, interval):
+        """A network conditioned by tensors (a pipeline's prompt embeddings: a dict of [B, ...] tensors, called
+        network(x_model, t_net, condition)), guided with the negative / unconditional condition as class labels are:
+        eps_u + w (eps_c - eps_u) in eps, both halves as one forward of 2B samples, only where guidance_passes is 2
+        (w = 0: the negative condition alone)."""
+        if negative is None or guidance_passes(self.schedule, tau[0], w, interval) == 1:
+            cond = negative if (negative is not None and w == 0) else condition
+            return self._to_eps(self.network(x_model, t_net, cond), x, A, B)
+        out = self.network(torch.cat([x_model, x_model]), torch.cat([t_net, t_net]), {
+            k: torch.cat([condition[k], negative[k]]) for k in condition})
+        eps_c, eps_u = (self._to_eps(o, x, A, B) for o in out.chunk(2, dim=0))
+        return (eps_u.double() + w * (eps_c.double() - eps_u.double())).to(x.dtype)
 
     def _to_eps(self, out: torch.Tensor, x: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
         """The network's output (prediction [+ variance values], or with an auxiliary output (that, aux)) -> eps,
@@ -172,10 +235,13 @@ class EpsAdapter:
 def present(eps_fn: Callable, schedule, prediction_type: str) -> Callable:
     """The inverse of EpsAdapter: the network network(x_model, tau[, class_labels]) that outputs `prediction_type`
     in the schedule's input scaling and whose adapted eps is eps_fn(x_vp, tau[, class_labels]) (how the exact-score
-    oracle presents itself)."""
+    oracle presents itself). It is called at the schedule's network time (network_time is its own inverse)."""
     check_prediction_type(prediction_type)
+    check_schedule_fit(schedule, prediction_type)
+    time = getattr(schedule, "network_time", lambda t: t)
 
-    def network(x_model: torch.Tensor, tau: torch.Tensor, *class_labels) -> torch.Tensor:
+    def network(x_model: torch.Tensor, t_net: torch.Tensor, *class_labels) -> torch.Tensor:
+        tau = time(t_net)
         A, B, k = (c.to(x_model.device) for c in _coefficients(schedule, prediction_type, tau, x_model.dim()))
         x = x_model.double() / k
         return (A * eps_fn(x.to(x_model.dtype), tau, *class_labels).double() + B * x).to(x_model.dtype)

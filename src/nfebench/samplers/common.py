@@ -97,8 +97,11 @@ def check_spacing(spacing: str) -> str:
 
 
 def explicit_grid(sched: Schedule, timesteps, allow_clean: bool) -> np.ndarray:
-    """Validate a user-given grid: strictly decreasing, within [t_min, t_max] (or ending at CLEAN where allowed)."""
+    """Validate a user-given grid: strictly decreasing, within [t_min, t_max] (or ending at CLEAN where allowed; on a
+    schedule with a clean_tau (Flow: tau = 0, s = 0) a last value there is read as CLEAN)."""
     ts = np.asarray(list(timesteps), dtype=np.float64)
+    if allow_clean and sched.clean_tau is not None and ts.size and ts[-1] == sched.clean_tau:
+        ts[-1] = CLEAN
     lo = sched.t_min
     ok = ts.ndim == 1 and ts.size >= 2 and np.all(np.diff(ts) < 0) and ts[0] <= sched.t_max
     if not ok or not (ts[-1] >= lo or (allow_clean and ts[-1] == CLEAN)):

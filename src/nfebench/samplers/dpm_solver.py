@@ -15,7 +15,9 @@ With the data prediction x0 = (x - s eps)/a (DPM-Solver++, Eq. 8-9 and Algorithm
 
 Intermediate times s_i have lambda_{s_i} = lambda_s + r_i h. `expm1` keeps e^{+-h} - 1 accurate for small h.
 Multistep methods (DPM-Solver++ Sec. 4 and App. B) reuse the model outputs of previous steps instead of evaluating
-at intermediate points: one evaluation per step.
+at intermediate points: one evaluation per step. An explicit multistep grid may end at clean data (-1, or 0 on a
+Flow schedule): the last step, where lambda = +inf, is then first order, to the x_0 of its evaluation (diffusers'
+final_sigmas_type="zero", which always ends so).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import math
 
 import torch
 
-from .common import Capped, check_spacing, check_tolerances, explicit_grid, worst_sample_rms
+from .common import CLEAN, Capped, alpha_sigma, check_spacing, check_tolerances, explicit_grid, worst_sample_rms
 from .registry import SamplerError, register
 
 LOWER_ORDER_FINAL_BELOW = 15  # lower the order of the last steps when there are fewer steps (DPM-Solver++ App. B)
@@ -80,10 +82,10 @@ class _Step:
         return tau, float(self.sched.alpha(tau)), float(self.sched.sigma(tau)), r
 
 
-def _grid(sched, n_points, spacing, timesteps, what):
+def _grid(sched, n_points, spacing, timesteps, what, allow_clean: bool = False):
     if timesteps is None:
         return sched.timesteps(n_points - 1, check_spacing(spacing))
-    ts = explicit_grid(sched, timesteps, allow_clean=False)
+    ts = explicit_grid(sched, timesteps, allow_clean=allow_clean)
     if len(ts) != n_points:
         raise SamplerError(f"{what} takes {n_points} timesteps, got {len(ts)}")
     return ts
@@ -213,6 +215,9 @@ def run_multistep(eps, sched, x, ts, orders, data: bool):
     """Evaluate once per step at ts[i], keep the last three outputs, update with the scheduled order."""
     ms, lams = [], []
     for i, k in enumerate(orders):
+        if float(ts[i + 1]) == CLEAN:  # the last step, to lambda = +inf: first order, x_0 of this evaluation
+            a_s, s_s = alpha_sigma(sched, float(ts[i]))
+            return (x - s_s * eps(x, float(ts[i]))) / a_s
         step = _Step(sched, float(ts[i]), float(ts[i + 1]))
         e = eps(x, step.s)
         m = (x - step.s_s * e) / step.a_s if data else e  # x0 (data) or eps (noise) prediction
@@ -243,7 +248,7 @@ def dpm(eps, sched, x, nfe, noise, *, order=3, method="singlestep", spacing="log
             x = dpm_solver_step(eps, step, x, eps(x, s), k, mids)
         return x
     if method == "multistep":
-        ts = _grid(sched, nfe + 1, spacing, timesteps, f"dpm multistep at nfe={nfe}")
+        ts = _grid(sched, nfe + 1, spacing, timesteps, f"dpm multistep at nfe={nfe}", allow_clean=True)
         return run_multistep(eps, sched, x, ts, multistep_orders(nfe, order, lower_order_final), data=False)
     if method == "adaptive":
         return dpm_adaptive(eps, sched, x, nfe, order, atol, rtol)
@@ -257,7 +262,7 @@ def dpmpp(eps, sched, x, nfe, noise, *, variant="2M", spacing="logsnr", lower_or
     last step of order 1 when nfe is odd. lower_order_final: multistep only, as in dpm.
     """
     if variant in ("2M", "3M"):
-        ts = _grid(sched, nfe + 1, spacing, timesteps, f"dpmpp {variant} at nfe={nfe}")
+        ts = _grid(sched, nfe + 1, spacing, timesteps, f"dpmpp {variant} at nfe={nfe}", allow_clean=True)
         return run_multistep(eps, sched, x, ts, multistep_orders(nfe, int(variant[0]), lower_order_final), data=True)
     if variant == "2S":
         orders = singlestep_orders(nfe, 2)

@@ -7,6 +7,12 @@ Steps: sigma_i of Eq. 5 (rho = 7) from sigma(t_max) to sigma(t_min) for i < N, t
   euler: x_{i+1} = x_i + (sigma_{i+1} - sigma_i) d_i                   N steps, N evaluations (= DDIM)
   heun : the same, then if sigma_{i+1} != 0 average d_i with d at the trial point (Eq. / Alg. 1 lines 9-11)
          N steps, 2N - 1 evaluations (the last step, to sigma = 0, is an Euler step).
+  frame (euler, heun): "edm" integrates x_hat in EDM sigma as above (EDM's s(t) = 1, sigma(t) = t); "model"
+         integrates the model's own state x_m = model_alpha x_0 + model_sigma eps in its own time tau (EDM Alg. 1
+         with s(t) = model_alpha, sigma(t) = model_sigma / model_alpha), dx_m/dtau = a' x_0 + s' eps
+         (schedule.model_rates): on Flow this is Euler / Heun on dx_f/ds = v, as SD3 and diffusers'
+         FlowMatchEuler / FlowMatchHeun step. Euler is the same in both frames (both are DDIM); Heun's correction is
+         not. Default (None): the schedule's ode_frame ("model" on Flow, "edm" elsewhere).
   edm_stochastic: Alg. 2, the Heun step preceded on [S_tmin, S_tmax] by "churn": noise raising sigma_i to
          sigma_hat = (1 + gamma) sigma_i; N steps, 2N - 1 evaluations.
 """
@@ -15,7 +21,7 @@ from __future__ import annotations
 
 import math
 
-from .common import CLEAN, check_spacing, explicit_grid
+from .common import CLEAN, alpha_sigma, check_spacing, explicit_grid
 from .registry import SamplerError, register
 
 
@@ -56,8 +62,41 @@ def _check_evals(ts, heun: bool, nfe: int) -> None:
         raise SamplerError(f"this timestep grid takes {heun_evals(ts, heun)} evaluations, above nfe={nfe}")
 
 
-def _run(eps, sched, x, ts, heun: bool, nfe: int):
+def _model_frame(eps, sched, x, ts, heun: bool):
+    """Alg. 1 in the model's own state and time (module docstring): x_m = k x, velocity a' x0_hat + s' eps_hat."""
+    if sched.model_rates(float(ts[0])) is None or sched.clean_tau is None:
+        raise SamplerError(f"frame=model needs a schedule whose own coefficients are linear in its time (flow); got "
+                           f"{sched.describe()}; use frame=edm")
+
+    def tau_of(t):
+        return sched.clean_tau if t == CLEAN else t
+
+    def velocity(xm, t):
+        k, (a, s) = float(sched.input_scale(t)), alpha_sigma(sched, t)
+        e = eps(xm / k, t)
+        da, ds = sched.model_rates(t)
+        return da * (xm / k - s * e) / a + ds * e
+
+    xm = x * float(sched.input_scale(float(ts[0])))
+    for s, t in zip(ts[:-1], ts[1:]):
+        s, t = float(s), float(t)
+        dt = tau_of(t) - s
+        d = velocity(xm, s)
+        x_next = xm + dt * d
+        if heun and t != CLEAN:
+            x_next = xm + dt * 0.5 * (d + velocity(x_next, t))
+        xm = x_next
+    t_end = float(ts[-1])
+    return xm if t_end == CLEAN else xm / float(sched.input_scale(t_end))
+
+
+def _run(eps, sched, x, ts, heun: bool, nfe: int, frame=None):
     _check_evals(ts, heun, nfe)
+    frame = sched.ode_frame if frame is None else frame
+    if frame not in ("edm", "model"):
+        raise SamplerError(f"unknown frame {frame!r}; allowed: edm, model (or null: the schedule's)")
+    if frame == "model":
+        return _model_frame(eps, sched, x, ts, heun)
     xh = x / sig_alpha(sched, float(ts[0]))[1]  # x_hat = x / alpha
     for s, t in zip(ts[:-1], ts[1:]):
         xh = heun_step(eps, sched, xh, float(s), float(t), heun)
@@ -65,18 +104,20 @@ def _run(eps, sched, x, ts, heun: bool, nfe: int):
 
 
 @register("euler")
-def euler(eps, sched, x, nfe, noise, *, spacing="karras", timesteps=None):
+def euler(eps, sched, x, nfe, noise, *, spacing="karras", timesteps=None, frame=None):
     """Euler on EDM's PF-ODE (Karras et al. 2022, Alg. 1 without the correction): nfe steps, nfe evaluations.
 
-    spacing "karras" is EDM's Eq. 5 with rho = 7; `timesteps` an explicit grid (may end at -1, sigma = 0).
+    spacing "karras" is EDM's Eq. 5 with rho = 7; `timesteps` an explicit grid (may end at -1, sigma = 0);
+    frame: edm | model | None (the schedule's; module docstring).
     """
-    return _run(eps, sched, x, edm_grid(sched, nfe, spacing, timesteps), heun=False, nfe=nfe)
+    return _run(eps, sched, x, edm_grid(sched, nfe, spacing, timesteps), heun=False, nfe=nfe, frame=frame)
 
 
 @register("heun")
-def heun(eps, sched, x, nfe, noise, *, spacing="karras", timesteps=None):
-    """Heun's 2nd-order method on EDM's PF-ODE (Karras et al. 2022, Alg. 1): N = (nfe+1)//2 steps spend 2N-1."""
-    return _run(eps, sched, x, edm_grid(sched, (nfe + 1) // 2, spacing, timesteps), heun=True, nfe=nfe)
+def heun(eps, sched, x, nfe, noise, *, spacing="karras", timesteps=None, frame=None):
+    """Heun's 2nd-order method on EDM's PF-ODE (Karras et al. 2022, Alg. 1): N = (nfe+1)//2 steps spend 2N-1.
+    frame: edm | model | None (the schedule's; module docstring)."""
+    return _run(eps, sched, x, edm_grid(sched, (nfe + 1) // 2, spacing, timesteps), heun=True, nfe=nfe, frame=frame)
 
 
 @register("edm_stochastic", stochastic=True)

@@ -10,6 +10,8 @@ where rho solves R rho = b with R_{ik} = r_k^(i-1) and b_i = hh phi_{i+1}(hh) i!
 of the exponential integrator). The predictor uses the p-1 older points (rho = 1/2 for p = 2), the corrector adds
 D_t = x0(x_t_predicted) - x0_s with r = 1. The corrector runs at the start of the next step, with the evaluation that
 step needs anyway, so there is no correction after the last step: `nfe` steps spend exactly `nfe` evaluations.
+An explicit grid may end at clean data (-1, or 0 on a Flow schedule): the last step is then first order, to the
+x_0 of the last evaluation (diffusers' final_sigmas_type="zero").
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import math
 
 import numpy as np
 
+from .common import CLEAN, alpha_sigma
 from .dpm_solver import _grid, _Step
 from .registry import SamplerError, register
 
@@ -64,10 +67,13 @@ def unipc(eps, sched, x, nfe, noise, *, order=3, variant="bh1", spacing="logsnr"
     order = int(order)
     if order not in (1, 2, 3):
         raise SamplerError(f"order must be 1, 2 or 3, got {order}")
-    ts = _grid(sched, nfe + 1, spacing, timesteps, f"unipc at nfe={nfe}")
+    ts = _grid(sched, nfe + 1, spacing, timesteps, f"unipc at nfe={nfe}", allow_clean=True)
     hist = []  # (lambda, x0) of evaluated points, newest first
     prev = None  # (step, x before the predictor, order) of the previous step, for its corrector
     for i in range(nfe):
+        if float(ts[i + 1]) == CLEAN:  # the last step, to lambda = +inf: first order, x_t = the x_0 of this
+            a_s, s_s = alpha_sigma(sched, float(ts[i]))  # evaluation (the corrector would only change x, whose
+            return (x - s_s * eps(x, float(ts[i]))) / a_s  # weight s_t / s_s is 0 here)
         step = _Step(sched, float(ts[i]), float(ts[i + 1]))
         e = eps(x, step.s)
         x0 = (x - step.s_s * e) / step.a_s  # from the predicted (uncorrected) x, as in the paper
