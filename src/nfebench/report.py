@@ -868,6 +868,7 @@ def build_report(results_dir: Path) -> str:
     """Write results_dir/figures/*.png and return the markdown of the report."""
     df = load_leaderboard(results_dir / "leaderboard.csv")
     figures = results_dir / "figures"
+    _DIFFS.clear()  # the tests of this build (its figures, HTML and LaTeX reuse them)
     out = overview(df)
     if df.empty:
         return "\n".join(out + ["The leaderboard has no runs yet.", ""])
