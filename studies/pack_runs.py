@@ -9,7 +9,7 @@ run into, e.g. a re-run into a scratch directory), copy into DST/runs/<run_id>/ 
 From these the report re-scores features.npz (nfebench.report.stored_run) and recomputes every paired CI.
 
 A run is copied only if SRC's metrics give DST's row exactly (FID, IS, KID, NLL, nfe_used: runs are deterministic
-given their config): every mismatch is printed and the run is left out. Prints the runs copied, the rows of DST with
+given their config), or within --rtol: every mismatch is printed and the run is left out. Prints the runs copied, the rows of DST with
 no run in SRC, and the bytes added.
 """
 
@@ -31,11 +31,11 @@ from nfebench.paths import ROOT, portable
 CHECKED = ("fid", "is_mean", "kid_mean", "nll_bpd", "nfe_used", "num_samples", "seed", "feature_extractor", "reference")
 
 
-def same(a, b) -> bool:
+def same(a, b, rtol: float = 0.0) -> bool:
     if a is None or (isinstance(a, float) and math.isnan(a)):
         return b is None or (isinstance(b, float) and math.isnan(b)) or pd.isna(b)
     if isinstance(a, (int, float)) and not isinstance(a, bool):
-        return b is not None and not pd.isna(b) and float(a) == float(b)
+        return b is not None and not pd.isna(b) and abs(float(a) - float(b)) <= rtol * abs(float(b))
     return str(a) == str(b)
 
 
@@ -44,6 +44,7 @@ def main(argv=None) -> int:
     ap.add_argument("src", type=Path)
     ap.add_argument("dst", type=Path)
     ap.add_argument("--check-only", action="store_true", help="compare, copy nothing")
+    ap.add_argument("--rtol", type=float, default=0.0, help="relative tolerance of the metrics (default 0: exact)")
     args = ap.parse_args(argv)
     board = read_leaderboard(args.dst / "leaderboard.csv")
     dst_rel = args.dst.resolve().relative_to(ROOT) if args.dst.resolve().is_relative_to(ROOT) else args.dst
@@ -56,7 +57,7 @@ def main(argv=None) -> int:
             continue
         got = json.loads((src / "metrics.json").read_text())
         diff = [f"{k} {row.get(k)!r} vs {got.get(k)!r}" for k in CHECKED
-                if k in board.columns and not same(got.get(k), row.get(k))]
+                if k in board.columns and not same(got.get(k), row.get(k), args.rtol)]
         if diff:
             bad.append(f"{run_id}: {'; '.join(diff)}")
             continue
