@@ -469,19 +469,24 @@ def plot_fid_panels(points: pd.DataFrame, title: str, path: Path) -> None:
     grid_nfes = sorted(points.loc[points["x"] == points["nfe"], "nfe"].unique())
     positive = points["fid"] > 0
     log_y = bool(positive.all() and points["fid"].max() > 5 * points["fid"].min())
+    # the FID axis spans the points and their bars, but a bar reaching 0 or below (a CI of a difference) is cut at
+    # a third of the lowest FID, so that one long bar does not squash every panel
+    floor = points["fid"].min() / 3 if log_y else min(0.0, float(points["lo"].min()))
+    top = float(np.nanmax(np.r_[points["fid"].to_numpy(), points["hi"].to_numpy()]))
     for ax, name in zip(axes.flat, order):
         panel = points[points["family"] == name]
         ax.plot(best.index[best.index.isin(grid_nfes)], best[best.index.isin(grid_nfes)], ls="--", color="0.6",
                 lw=1, marker="_", ms=16, zorder=1, label="lowest FID at this NFE, any sampler")
         variants = sorted(panel["variant"].unique())
-        for variant, (color, marker) in zip(variants, _line_styles(len(variants))):
+        for i, (variant, (color, marker)) in enumerate(zip(variants, _line_styles(len(variants)))):
             g = panel[panel["variant"] == variant].sort_values("x")
-            lo, hi = (g["fid"] - g["lo"]).to_numpy(), (g["hi"] - g["fid"]).to_numpy()
+            dodge = 1.035 ** (i - (len(variants) - 1) / 2)  # series side by side at one NFE, their bars apart
+            lo, hi = (g["fid"] - g["lo"].clip(lower=floor)).to_numpy(), (g["hi"] - g["fid"]).to_numpy()
             has = np.isfinite(lo) & np.isfinite(hi)
             adaptive = bool((g["x"] != g["nfe"]).any())
             label = variant + (f" (NFE {', '.join(f'{v:g}' for v in g['x'])} spent)" if adaptive else "") + \
                 (f" (n={int(g['n'].max())} seeds)" if g["n"].max() > 1 else "")
-            ax.errorbar(g["x"], g["fid"], yerr=np.where(has, [lo, hi], 0.0) if has.any() else None, color=color,
+            ax.errorbar(g["x"] * dodge, g["fid"], yerr=np.where(has, [lo, hi], 0.0) if has.any() else None, color=color,
                         marker=marker, ms=5, lw=1.4, capsize=3, elinewidth=1, label=label, zorder=3)
         ax.set_xscale("log")
         if log_y:
@@ -495,6 +500,7 @@ def plot_fid_panels(points: pd.DataFrame, title: str, path: Path) -> None:
         ax.xaxis.set_minor_locator(NullLocator())
         lo_x, hi_x = panel["x"].min(), panel["x"].max()
         ax.set_xlim(lo_x / 1.3, hi_x * 1.3)
+        ax.set_ylim(floor, top * (1.3 if log_y else 1.05))
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("NFE (log scale)", fontsize=8)
         ax.tick_params(labelsize=8)
@@ -916,5 +922,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run as the package's module: report_export imports nfebench.report, whose cache of the
+    from nfebench.report import main as _main  # paired tests (_DIFFS) the LaTeX tables then share
+
+    sys.exit(_main())
