@@ -174,13 +174,13 @@ def test_committed_run_config_resolves_in_any_clone(tmp_path):
 # ------------------------------------------------------------------------------------------ a real browser
 
 
-def _browser():
+def _browser(height: int = 1000):
     from tests.cdp import Browser, find_chromium
 
     exe = find_chromium()
     if exe is None:
         pytest.skip("chromium is not installed (apt-get install chromium)")
-    return Browser(exe)
+    return Browser(exe, height=height)
 
 
 @pytest.mark.slow
@@ -193,7 +193,7 @@ def test_report_html_in_headless_chromium(tmp_path, monkeypatch):
         results = synthetic_results(tmp_path / "results", monkeypatch)
         report.write_report(results)
         page = str(results / "report.html")
-    browser = _browser()
+    browser = _browser(height=1500 if os.environ.get("NFEBENCH_SCREENSHOT") else 1000)
     try:
         browser.open(Path(page).resolve().as_uri())
         assert browser.eval("document.readyState") == "complete"
