@@ -145,8 +145,11 @@ def same_seed_grids(df: pd.DataFrame, results_dir: Path, k: int = 4) -> str:
         for nfe, at in rows.groupby("nfe"):
             seed = at["seed"].min()
             cards = []
-            for _, r in at[at["seed"] == seed].drop_duplicates("variant").sort_values("variant").iterrows():
-                samples = R.load_samples(results_dir, r["run_id"])
+            for _, g in at[at["seed"] == seed].groupby("variant", sort=True):
+                # the variant's first run at this NFE that has its samples here (runs of one seed share their noise
+                # whatever their sample count)
+                found = ((r, R.load_samples(results_dir, r["run_id"])) for _, r in g.iterrows())
+                r, samples = next(((r, s) for r, s in found if s is not None), (None, None))
                 if samples is None:
                     continue
                 fid = f"FID {R.fmt(r['fid'])}" if np.isfinite(r["fid"]) else ""
