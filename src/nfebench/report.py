@@ -480,7 +480,8 @@ def plot_fid_panels(points: pd.DataFrame, title: str, path: Path) -> None:
         variants = sorted(panel["variant"].unique())
         for i, (variant, (color, marker)) in enumerate(zip(variants, _line_styles(len(variants)))):
             g = panel[panel["variant"] == variant].sort_values("x")
-            dodge = 1.035 ** (i - (len(variants) - 1) / 2)  # series side by side at one NFE, their bars apart
+            step = min(1.035, 1.25 ** (1 / max(len(variants) - 1, 1)))  # all of a panel's series within 1.25x
+            dodge = step ** (i - (len(variants) - 1) / 2)  # series side by side at one NFE, their bars apart
             lo, hi = (g["fid"] - g["lo"].clip(lower=floor)).to_numpy(), (g["hi"] - g["fid"]).to_numpy()
             has = np.isfinite(lo) & np.isfinite(hi)
             adaptive = bool((g["x"] != g["nfe"]).any())
@@ -505,7 +506,9 @@ def plot_fid_panels(points: pd.DataFrame, title: str, path: Path) -> None:
         ax.set_xlabel("NFE (log scale)", fontsize=8)
         ax.tick_params(labelsize=8)
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=6.5, frameon=False, loc="upper right")
+        many = len(variants) > 6
+        ax.legend(fontsize=6 if many else 6.5, frameon=many, framealpha=0.8, ncol=2 if many else 1,
+                  loc="best" if many else "upper right")
     for ax in axes[:, 0]:
         ax.set_ylabel("FID" + (" (log scale)" if log_y else ""), fontsize=8)
     for ax in list(axes.flat)[len(order):]:
