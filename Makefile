@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.nfebench-installed
 
-.PHONY: demo test test-slow reproduce train clean-venv
+.PHONY: demo test test-slow reproduce report-browser train clean-venv
 
 # One venv with the package (editable), its dev extras and the Hydra launchers. torch and torchvision come
 # together from the package registry, so they always match.
@@ -39,6 +39,12 @@ reproduce: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m nfebench -m experiment=flow_vs_ddpm hydra/launcher=joblib hydra.launcher.n_jobs=2
 	OMP_NUM_THREADS=1 $(PY) -m nfebench -m model=digits_flow,digits_ddpm sampler=dpmpp nfe=10 metrics=nll metrics.nll=ode metrics.nll_nfe=50 metrics.nll_num_images=64
 	$(PY) -m nfebench.report --results results
+
+## report-browser: open results/report.html in headless Chromium (no console error, images load, sorting and filtering
+## work) and save docs/report_html.png; skips when chromium is not installed (apt-get install chromium)
+report-browser: $(STAMP)
+	NFEBENCH_REPORT_HTML=results/report.html NFEBENCH_SCREENSHOT=docs/report_html.png \
+		$(PY) -m pytest -q -m slow -rs tests/test_report_export.py::test_report_html_in_headless_chromium
 
 ## train: retrain the embedded models (about 25 min on 2 CPU cores); see checkpoints/*/README.md
 train: $(STAMP)

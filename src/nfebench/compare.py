@@ -65,11 +65,18 @@ class Run:
             return z["per_image_bpd"]
 
     def point(self):
+        """The run's config, validated. Paths written `${nfebench_root:}/...` (committed runs) resolve in this clone,
+        and results_dir is the one the run directory is in (where a tuned grid's schedules/ are)."""
         from omegaconf import OmegaConf
 
+        from .paths import ROOT
         from .run import validate
 
-        return validate(OmegaConf.load(self.dir / "config.yaml"))
+        if not OmegaConf.has_resolver("nfebench_root"):
+            OmegaConf.register_new_resolver("nfebench_root", lambda: str(ROOT))
+        cfg = OmegaConf.load(self.dir / "config.yaml")
+        cfg.results_dir = str(self.dir.parent.parent)
+        return validate(cfg)
 
 
 def find_run(name: str, results: Path) -> Run:

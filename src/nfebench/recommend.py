@@ -7,7 +7,8 @@ its tuned grid (`sampler.spacing=tuned`, made with nfebench.tuning.tune_point wh
 samplers run at their defaults only). All candidates share one protocol (model, dataset, metrics, num_samples, seed:
 the same per-sample noise), so their FIDs are compared paired, by the report's own test
 (nfebench.report.fid_differences: nfebench.stats.paired_fid against the best, Holm-adjusted p-values, tied = the
-95 % CI of the difference covers 0). Each FID's own CI is nfebench.stats.fid_ci.
+95 % CI of the difference covers 0). A single run's FID is printed without an interval of its own: at small FIDs
+its bootstrap (nfebench.stats.fid_ci) is biased by more than its width and can exclude the FID (docs/stats.md).
 
 rank_by=ode_error (with metrics.ode_error=true) ranks by the distance to the ODE solution instead
 (nfebench.report.ode_error_differences: nfebench.stats.paired_mean of the per-sample values, Holm), stochastic
@@ -33,9 +34,9 @@ from .__main__ import exit_on_user_error, launch
 from .paths import CONF_DIR
 
 SETTINGS = ("samplers", "tune", "tuning", "n_boot", "rank_by")  # conf/recommend.yaml's own keys, not part of any run's config
-CSV_COLUMNS = ["rank", "candidate", "sampler", "spacing", "fid", "fid_ci_low", "fid_ci_high", "delta", "delta_ci_low",
-               "delta_ci_high", "p_holm", "verdict", "nfe_used", "sampling_seconds", "tuning_seconds", "run_id",
-               "rank_by", "ode_error", "ode_error_ci_low", "ode_error_ci_high"]  # delta*: of the rank_by metric
+CSV_COLUMNS = ["rank", "candidate", "sampler", "spacing", "fid", "delta", "delta_ci_low", "delta_ci_high", "p_holm",
+               "verdict", "nfe_used", "sampling_seconds", "tuning_seconds", "run_id"]  # delta*: of the rank_by metric
+ODE_COLUMNS = ["rank_by", "ode_error", "ode_error_ci_low", "ode_error_ci_high"]  # appended when rank_by=ode_error
 RANK_BY = ("fid", "ode_error")
 
 
@@ -138,9 +139,11 @@ def advice(diffs: list[dict]) -> str:
 def ranking(rows, results_dir: Path, n_boot: int, tuning_seconds: dict, rank_by: str = "fid") -> list[dict]:
     """The ranked candidates: the report's paired differences to the best (FID, or ode_error: then the stochastic
     candidates, which have none, last as untested) plus each value's own CI."""
-    from .compare import CompareError, find_run, reference_features
-    from .report import fid_differences, ode_error_differences
-    from .stats import fid_ci, mean_ci
+    from .compare import CompareError, find_run
+    from .report import _DIFFS, fid_differences, ode_error_differences
+    from .stats import mean_ci
+
+    _DIFFS.clear()  # this call's runs as they are now
 
     if rank_by == "ode_error":
         diffs = ode_error_differences(rows, results_dir, n_boot=n_boot)
@@ -154,14 +157,6 @@ def ranking(rows, results_dir: Path, n_boot: int, tuning_seconds: dict, rank_by:
         diffs = fid_differences(rows, results_dir, n_boot=n_boot)
     by_variant = rows.set_index("variant")
 
-    def own_ci(run_id: str, ref) -> dict:  # NaN for a row whose run directory or features.npz is not here
-        try:
-            if ref is not None:
-                return fid_ci(find_run(run_id, results_dir).features()["fid"], ref, n_boot=n_boot)
-        except CompareError:
-            pass
-        return {"ci_low": np.nan, "ci_high": np.nan}
-
     def ode_ci(run_id: str) -> dict:
         try:
             per = find_run(run_id, results_dir).per_sample()
@@ -171,20 +166,13 @@ def ranking(rows, results_dir: Path, n_boot: int, tuning_seconds: dict, rank_by:
             pass
         return {"ci_low": np.nan, "ci_high": np.nan}
 
-    try:
-        ref = None if rank_by != "fid" else \
-            reference_features(find_run(by_variant.loc[diffs[0]["variant"], "run_id"], results_dir))["fid"]
-    except CompareError:  # e.g. a fresh clone: the committed leaderboard without its runs/
-        ref = None
     out = []
     for rank, d in enumerate(diffs, 1):
         row = by_variant.loc[d["variant"]]
-        ci = own_ci(row["run_id"], ref)
         oci = ode_ci(row["run_id"]) if rank_by == "ode_error" else {"ci_low": np.nan, "ci_high": np.nan}
         verdict = "best" if rank == 1 else "tied" if d["tied"] else "worse" if np.isfinite(d["delta"]) else "untested"
         out.append({"rank": rank, "candidate": d["variant"], "sampler": row["sampler"],
-                    "spacing": row["options"].get("spacing", ""), "fid": d["fid"], "fid_ci_low": ci["ci_low"],
-                    "fid_ci_high": ci["ci_high"], "delta": d["delta"], "delta_ci_low": d["ci_low"],
+                    "spacing": row["options"].get("spacing", ""), "fid": d["fid"], "delta": d["delta"], "delta_ci_low": d["ci_low"],
                     "delta_ci_high": d["ci_high"], "p_holm": d["p_holm"], "verdict": verdict,
                     "nfe_used": row["nfe_used"], "sampling_seconds": row["sampling_seconds"],
                     "tuning_seconds": tuning_seconds.get(row["run_id"]), "run_id": row["run_id"], "rank_by": rank_by,
@@ -211,20 +199,21 @@ def markdown(ranked: list[dict], line: str, title: str, protocol: str, command: 
         return "\n".join([f"### {title}", "", f"`{command}`", "", protocol, "", md_table(headers, table), "",
                           f"**Advice**: {line}.", ""])
 
-    table = [[str(r["rank"]), r["candidate"], fmt(r["fid"]), f"[{g(r['fid_ci_low'])}, {g(r['fid_ci_high'])}]",
+    table = [[str(r["rank"]), r["candidate"], fmt(r["fid"]),
               "best" if r["rank"] == 1 else g(r["delta"], "+.3g"),
               "" if r["rank"] == 1 else f"[{g(r['delta_ci_low'], '+.3g')}, {g(r['delta_ci_high'], '+.3g')}]",
               "" if r["rank"] == 1 else g(r["p_holm"]), r["verdict"], g(r["nfe_used"], ".0f"),
               g(r["sampling_seconds"], ".1f"), g(r["tuning_seconds"], ".1f")] for r in ranked]
-    headers = ["#", "Candidate", "FID", "95 % CI", "FID - best", "95 % CI", "p (Holm)", "verdict", "NFE used", "sampling s",
+    headers = ["#", "Candidate", "FID", "FID - best", "95 % CI", "p (Holm)", "verdict", "NFE used", "sampling s",
                "tuning s"]
     return "\n".join([f"### {title}", "", f"`{command}`", "", protocol, "", md_table(headers, table), "",
                       f"**Advice**: {line}.", ""])
 
 
-def to_csv(ranked: list[dict]) -> str:
+def to_csv(ranked: list[dict], rank_by: str = "fid") -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(buf, CSV_COLUMNS + (ODE_COLUMNS if rank_by == "ode_error" else []), extrasaction="ignore",
+                       lineterminator="\n")
     w.writeheader()
     w.writerows(ranked)
     return buf.getvalue()
@@ -260,9 +249,10 @@ def recommend(cfg: DictConfig | dict, progress: bool = True, command: str = "pyt
     first = rows.iloc[0]
     protocol = (f"Model `{model}`, NFE {nfe}, {c['num_samples']} samples from seed {c['seed']} (the same noise for "
                 f"every candidate), FID in `{first['feature_extractor']}` features against {first['reference']}. "
-                f"FID 95 % CI: bootstrap over the samples (nfebench.stats.fid_ci); FID - best: paired bootstrap with "
+                f"FID - best: paired bootstrap with "
                 f"Holm-adjusted p (nfebench.stats.paired_fid, as the report's \"Is the difference real?\"), {n_boot} "
-                f"replicates; tied: the CI of the difference covers 0. Sampling and tuning seconds on "
+                f"replicates; tied: the CI of the difference covers 0 (a single FID gets no interval of its own: "
+                f"docs/stats.md). Sampling and tuning seconds on "
                 f"{first['device']}.")
     if rank_by == "ode_error":
         first = rows[rows["ode_error"].notna()].iloc[0] if rows["ode_error"].notna().any() else first
@@ -277,7 +267,7 @@ def recommend(cfg: DictConfig | dict, progress: bool = True, command: str = "pyt
     md = markdown(ranked, line, f"Which sampler at NFE {nfe} on `{model}`?" + (
         "" if rank_by == "fid" else f" (ranked by {rank_by})"), protocol, command, rank_by)
     atomic_write_text(stem.with_suffix(".md"), md)
-    atomic_write_text(stem.with_suffix(".csv"), to_csv(ranked))
+    atomic_write_text(stem.with_suffix(".csv"), to_csv(ranked, rank_by))
     if progress:
         print("\n" + md + f"\n-> {stem}.md, {stem}.csv")
     return {"ranked": ranked, "advice": line, "markdown": stem.with_suffix(".md"), "csv": stem.with_suffix(".csv")}

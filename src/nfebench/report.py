@@ -1,4 +1,5 @@
-"""`python -m nfebench.report [--results DIR]`: DIR/report.md and DIR/figures/*.png from DIR/leaderboard.csv.
+"""`python -m nfebench.report [--results DIR] [--latex]`: DIR/report.md, DIR/report.html (and with --latex
+DIR/report.tex; nfebench.report_export) and DIR/figures/*.png from DIR/leaderboard.csv.
 
 The report has, per model and dataset:
   - Sampler x NFE tables of FID, IS, KID (one set per measurement protocol: feature extractor, reference set,
@@ -8,8 +9,8 @@ The report has, per model and dataset:
     Inception FID, so values are context, not targets), matched through nfebench.report_names;
   - rank agreement: Kendall tau between our FID ordering of samplers and one published table's, at each NFE where
     at least three samplers overlap;
-  - figures: FID vs NFE (log x, spread over seeds as error bars and a band), NLL vs K, sample grids at the smallest
-    and largest NFE of each sampler.
+  - figures: FID vs NFE as small multiples (one panel per sampler family, error bars the paired 95 % CI to the best
+    at each NFE), NLL vs K, sample grids at the smallest and largest NFE of each sampler.
 How to read it: docs/report.md.
 """
 
@@ -407,6 +408,116 @@ def plot_lines(agg: pd.DataFrame, x: str, by: str, xlabel: str, ylabel: str, tit
     save_figure(fig, path)
 
 
+FAMILIES = (  # the panels of the FID-vs-NFE figure: at most about 7 series each
+    ("DDPM / DDIM chains", ("ddpm", "ddim", "fastdpm")),
+    ("Analytic-DPM, SN-/NPR-DPM", ("analytic_ddpm", "analytic_ddim", "sn_ddpm", "sn_ddim", "npr_ddpm", "npr_ddim")),
+    ("Linear multistep", ("pndm", "plms", "ipndm", "deis")),
+    ("DPM-Solver family", ("dpm", "dpmpp", "unipc")),
+    ("EDM and stochastic", ("euler", "heun", "edm_stochastic", "restart", "sde")),
+    ("Adaptive step size", ("rk45", "ggf")),
+)
+
+
+def family(sampler: str) -> str:
+    return next((name for name, members in FAMILIES if sampler in members), "Other")
+
+
+def readable_ticks(values, priority=(), min_ratio: float = 1.25) -> list[float]:
+    """Tick positions on a log axis from `values`, no two closer than a factor min_ratio (so their labels never
+    overprint): the values in `priority` (the NFE grid) are placed first, then the others where they fit."""
+    kept: list[float] = []
+    pri = sorted({float(v) for v in priority if np.isfinite(v) and v > 0})
+    rest = sorted({float(v) for v in values if np.isfinite(v) and v > 0} - set(pri))
+    for v in pri + rest:
+        if all(max(v, k) / min(v, k) >= min_ratio for k in kept):
+            kept.append(v)
+    return sorted(kept)
+
+
+def fid_points(rows: pd.DataFrame, results_dir: Path) -> pd.DataFrame:
+    """Per variant and NFE: the FID (mean over seeds) at the NFE spent, and its paired 95 % CI to the best at that NFE
+    shifted onto the point (fid - delta + ci: a bar that reaches the best's FID means tied), else +- std over seeds."""
+    out = []
+    for nfe in sorted(rows.loc[rows["fid"].notna(), "nfe"].unique()):
+        at = rows[(rows["nfe"] == nfe) & rows["fid"].notna()]
+        diffs = {d["variant"]: d for d in fid_differences(at, results_dir)} if at["variant"].nunique() > 1 else {}
+        for variant, g in at.groupby("variant"):
+            fid, d = g["fid"].mean(), diffs.get(variant)
+            lo = hi = np.nan
+            if d is not None and np.isfinite(d["ci_low"]):
+                lo, hi = fid - d["delta"] + d["ci_low"], fid - d["delta"] + d["ci_high"]
+            elif len(g) > 1:
+                lo, hi = fid - g["fid"].std(ddof=1), fid + g["fid"].std(ddof=1)
+            out.append({"variant": variant, "sampler": g["sampler"].iloc[0], "nfe": nfe,
+                        "x": g["nfe_measured"].mean(), "fid": fid, "lo": lo, "hi": hi, "n": len(g)})
+    return pd.DataFrame(out)
+
+
+def plot_fid_panels(points: pd.DataFrame, title: str, path: Path) -> None:
+    """FID vs NFE as small multiples, one panel per sampler family (FAMILIES), shared log y; error bars: the paired
+    95 % CI to the best at each NFE (fid_points); a grey dashed line: the lowest FID at each NFE over all samplers."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
+
+    points = points.assign(family=[family(s) for s in points["sampler"]])
+    order = [name for name, _ in FAMILIES if name in set(points["family"])] + \
+        (["Other"] if "Other" in set(points["family"]) else [])
+    ncols = min(3, len(order))
+    nrows = int(np.ceil(len(order) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.5 * nrows + 0.6), squeeze=False, sharey=True)
+    best = points.groupby("nfe")["fid"].min()
+    grid_nfes = sorted(points.loc[points["x"] == points["nfe"], "nfe"].unique())
+    positive = points["fid"] > 0
+    log_y = bool(positive.all() and points["fid"].max() > 5 * points["fid"].min())
+    # the FID axis spans the points and their bars, but a bar reaching 0 or below (a CI of a difference) is cut at
+    # a third of the lowest FID, so that one long bar does not squash every panel
+    floor = points["fid"].min() / 3 if log_y else min(0.0, float(points["lo"].min()))
+    top = float(np.nanmax(np.r_[points["fid"].to_numpy(), points["hi"].to_numpy()]))
+    for ax, name in zip(axes.flat, order):
+        panel = points[points["family"] == name]
+        ax.plot(best.index[best.index.isin(grid_nfes)], best[best.index.isin(grid_nfes)], ls="--", color="0.6",
+                lw=1, marker="_", ms=16, zorder=1, label="lowest FID at this NFE, any sampler")
+        variants = sorted(panel["variant"].unique())
+        for i, (variant, (color, marker)) in enumerate(zip(variants, _line_styles(len(variants)))):
+            g = panel[panel["variant"] == variant].sort_values("x")
+            step = min(1.035, 1.25 ** (1 / max(len(variants) - 1, 1)))  # all of a panel's series within 1.25x
+            dodge = step ** (i - (len(variants) - 1) / 2)  # series side by side at one NFE, their bars apart
+            lo, hi = (g["fid"] - g["lo"].clip(lower=floor)).to_numpy(), (g["hi"] - g["fid"]).to_numpy()
+            has = np.isfinite(lo) & np.isfinite(hi)
+            adaptive = bool((g["x"] != g["nfe"]).any())
+            label = variant + (f" (NFE {', '.join(f'{v:g}' for v in g['x'])} spent)" if adaptive else "") + \
+                (f" (n={int(g['n'].max())} seeds)" if g["n"].max() > 1 else "")
+            ax.errorbar(g["x"] * dodge, g["fid"], yerr=np.where(has, [lo, hi], 0.0) if has.any() else None, color=color,
+                        marker=marker, ms=5, lw=1.4, capsize=3, elinewidth=1, label=label, zorder=3)
+        ax.set_xscale("log")
+        if log_y:
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_locator(NullLocator())
+        ticks = readable_ticks(panel["x"], priority=[v for v in grid_nfes if v in set(panel["nfe"])])
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        lo_x, hi_x = panel["x"].min(), panel["x"].max()
+        ax.set_xlim(lo_x / 1.3, hi_x * 1.3)
+        ax.set_ylim(floor, top * (1.3 if log_y else 1.05))
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("NFE (log scale)", fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.grid(True, which="major", alpha=0.3)
+        many = len(variants) > 6
+        ax.legend(fontsize=6 if many else 6.5, frameon=many, framealpha=0.8, ncol=2 if many else 1,
+                  loc="best" if many else "upper right")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("FID" + (" (log scale)" if log_y else ""), fontsize=8)
+    for ax in list(axes.flat)[len(order):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def load_samples(results_dir: Path, run_id: str):
     """uint8 [N, C, H, W] samples of a run, or None when its run directory or samples.npz is missing/unreadable."""
     path = results_dir / "runs" / run_id / "samples.npz"
@@ -498,13 +609,12 @@ def quality_section(model: str, dataset: str, proto: Protocol, rows: pd.DataFram
         spread = "mean ± std over seeds (n = seeds); " if seeds > 1 else ""
         out += [f"**{name}** ({better}). Model `{model}`, dataset `{dataset}`; {proto.caption()}; {spread}"
                 f"{name} in the `{proto.feature_extractor}` feature space.", "", pivot_table(agg), ""]
-    agg = aggregate(rows, "fid", x="nfe_measured")  # adaptive samplers at the NFE they spent
-    if not agg.empty:
+    if rows["fid"].notna().any():  # adaptive samplers at the NFE they spent
         name = f"fid_vs_nfe_{slug(model, dataset)}_{proto.slug()}.png"
-        plot_lines(agg, "nfe_measured", "variant", "NFE (network evaluations per sample, log scale)",
-                   f"FID, {proto.feature_extractor} features",
-                   f"{model} on {dataset}: FID vs NFE\n{proto.feature_extractor}, {proto.reference}, "
-                   f"{proto.num_samples:g} samples", figures / name, log_y=True)
+        plot_fid_panels(fid_points(rows, results_dir),
+                        f"{model} on {dataset}: FID vs NFE ({proto.feature_extractor} features, {proto.reference}, "
+                        f"{proto.num_samples:g} samples); bars: paired 95 % CI to the best at each NFE",
+                        figures / name)
         out += [f"![FID vs NFE, {model}, protocol {index}](figures/{name})", ""]
         out += significance_section(rows, results_dir)
     out += ode_error_section(rows, results_dir)
@@ -535,25 +645,29 @@ def fid_differences(rows: pd.DataFrame, results_dir: Path, n_boot: int = 1000) -
     the runs' stored features (nfebench.stats.paired_fid, paired when both runs have the same seed), with
     Holm-adjusted p-values. One dict per variant, best first: variant, fid, delta, ci_low, ci_high, p_holm
     (NaN without stored features, and `why`), tied (CI covers 0; the best is tied with itself)."""
-    from .compare import CompareError, compare_runs, find_run, reference_features
+    from .compare import CompareError, compare_runs, reference_features
 
+    key = (str(results_dir), n_boot, tuple(sorted(rows["run_id"])))
+    if key in _DIFFS:
+        return [dict(d) for d in _DIFFS[key]]
     agg = aggregate(rows, "fid").sort_values(["mean", "variant"])
     runs = rows.sort_values("seed").drop_duplicates("variant").set_index("variant")  # lowest seed of each
     out = [{"variant": v, "fid": m, "delta": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_holm": np.nan,
             "tied": False, "why": ""} for v, m in zip(agg["variant"], agg["mean"])]
     out[0].update(delta=0.0, tied=True)
     try:
-        best = find_run(runs.loc[out[0]["variant"], "run_id"], results_dir)
+        best = stored_run(runs.loc[out[0]["variant"], "run_id"], results_dir)
         best.features()
         ref = reference_features(best)
     except (CompareError, ValueError, OSError) as e:
         for r in out[1:]:
             r["why"] = f"best run: {_why(e)}"
+        _DIFFS[key] = [dict(d) for d in out]
         return out
     tested = []
     for r in out[1:]:
         try:
-            other = find_run(runs.loc[r["variant"], "run_id"], results_dir)
+            other = stored_run(runs.loc[r["variant"], "run_id"], results_dir)
             paired = other.row.get("seed") == best.row.get("seed")
             res = compare_runs(other, best, n_boot=n_boot, paired=paired, metrics=("fid",), ref=ref)[0]
         except (CompareError, ValueError, OSError) as e:
@@ -563,6 +677,7 @@ def fid_differences(rows: pd.DataFrame, results_dir: Path, n_boot: int = 1000) -
         tested.append((r, res["p_value"]))
     for (r, _), p in zip(tested, holm([p for _, p in tested])):
         r["p_holm"] = p
+    _DIFFS[key] = [dict(d) for d in out]
     return out
 
 
@@ -632,18 +747,32 @@ def ode_error_section(rows: pd.DataFrame, results_dir: Path) -> list[str]:
                 ""]
     return out
 
+_DIFFS: dict = {}  # fid_differences by (results_dir, n_boot, run ids): the markdown, figures, HTML and LaTeX share them
+
+
+def stored_run(run_id: str, results_dir: Path):
+    """The finished run `run_id` under results_dir/runs/, its features.npz recomputed from its samples.npz when only
+    the samples are there (the committed results keep samples.npz, config.yaml and metrics.json of each run)."""
+    from .compare import find_run, rescore
+
+    run = find_run(run_id, results_dir)
+    if not (run.dir / "features.npz").is_file() and (run.dir / "samples.npz").is_file():
+        rescore(run)
+    return run
+
 
 def significance_section(rows: pd.DataFrame, results_dir: Path) -> list[str]:
     """Per NFE: the best sampler by FID, every other's difference to it with a 95 % CI and Holm-adjusted p; the
     samplers tied with the best (CI covering 0) in bold."""
     out = ["#### Is the difference real? FID difference to the best sampler at each NFE", "",
-           "Paired bootstrap over the samples' shared seeds (`nfebench.stats.paired_fid`, 1000 replicates, reference "
-           "held fixed; docs/stats.md). Bold: the best and the samplers whose 95 % CI of the difference covers 0 "
-           "(tied with it). p: two-sided, Holm-adjusted over the comparisons of one NFE (with 1000 replicates the "
-           "smallest unadjusted p is 2/1001). Runs without `features.npz` in their run directory are listed "
-           "without a test.", ""]
+           "How these tests are made: the report's first section. Bold: the best and the samplers tied with it.", ""]
+    single = []
     for nfe in sorted(rows.loc[rows["fid"].notna(), "nfe"].unique()):
-        diffs = fid_differences(rows[(rows["nfe"] == nfe) & rows["fid"].notna()], results_dir)
+        at = rows[(rows["nfe"] == nfe) & rows["fid"].notna()]
+        if at["variant"].nunique() < 2:  # one sampler at this NFE: nothing to compare
+            single.append(fmt_nfe(nfe))
+            continue
+        diffs = fid_differences(at, results_dir)
         table = []
         for d in diffs:
             bold = (lambda t: f"**{t}**") if d["tied"] else (lambda t: t)
@@ -663,6 +792,8 @@ def significance_section(rows: pd.DataFrame, results_dir: Path) -> list[str]:
                                                     f"({untested} without stored features)" if untested else ""))
         out += [f"NFE {fmt_nfe(nfe)}: {verdict}.", "",
                 md_table(["Sampler", "FID", "FID - best", "95 % CI", "p (Holm)"], table), ""]
+    if single:
+        out += [f"One sampler only at NFE {', '.join(single)}: nothing to compare.", ""]
     return out
 
 
@@ -798,13 +929,22 @@ def overview(df: pd.DataFrame) -> list[str]:
         f"{len(df)} run(s); models: {', '.join(f'`{m}`' for m in sorted(df['model'].unique())) or MISSING}; "
         f"{len(protos)} scoring protocol(s) (feature extractor, reference set, sample count). Tables are split by "
         "model, dataset and protocol; numbers in different tables are not comparable. How to read this report and "
-        "its caveats: docs/report.md in the nfebench repository.", ""]
+        "its caveats: docs/report.md in the nfebench repository.", "",
+        "**Is the difference real?** At each NFE every sampler's FID is compared with the lowest one by a paired "
+        "bootstrap over the samples' shared seeds (`nfebench.stats.paired_fid`, 1000 replicates, reference held "
+        "fixed; docs/stats.md): the difference, its 95 % CI and a two-sided p, Holm-adjusted over the comparisons of "
+        "one NFE (with 1000 replicates the smallest unadjusted p is 2/1001). **Bold**: the best and the samplers "
+        "whose CI covers 0 (tied with it). A run with `samples.npz` but no `features.npz` is re-scored from its "
+        "samples; one with neither is listed without a test. A single run's FID gets no interval of its own "
+        "(docs/stats.md: at small FIDs its bootstrap is biased by more than its width); the FID-vs-NFE figures draw "
+        "each point's paired 95 % CI to the best at its NFE.", ""]
 
 
 def build_report(results_dir: Path) -> str:
     """Write results_dir/figures/*.png and return the markdown of the report."""
     df = load_leaderboard(results_dir / "leaderboard.csv")
     figures = results_dir / "figures"
+    _DIFFS.clear()  # the tests of this build (its figures, HTML and LaTeX reuse them)
     out = overview(df)
     if df.empty:
         return "\n".join(out + ["The leaderboard has no runs yet.", ""])
@@ -814,11 +954,15 @@ def build_report(results_dir: Path) -> str:
     return "\n".join(out)
 
 
-def write_report(results_dir: str | Path) -> Path:
+def write_report(results_dir: str | Path, latex: bool = False) -> Path:
+    """results_dir/report.md, report.html (nfebench.report_export) and figures/; with latex also report.tex."""
+    from .report_export import write_extras
+
     results_dir = Path(results_dir)
     text = build_report(results_dir)
     path = results_dir / "report.md"
     atomic_write_text(path, text)
+    write_extras(results_dir, text, latex)
     return path
 
 
@@ -827,23 +971,28 @@ def write_report(results_dir: str | Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nfebench.report",
-                                     description="Write DIR/report.md and DIR/figures/*.png from DIR/leaderboard.csv.")
+                                     description="Write DIR/report.md, DIR/report.html and DIR/figures/*.png from "
+                                                 "DIR/leaderboard.csv.")
     parser.add_argument("--results", default="results", metavar="DIR", help="results directory (default: results)")
+    parser.add_argument("--latex", action="store_true", help="also DIR/report.tex: booktabs tables for a paper")
     args = parser.parse_args(argv)
     import matplotlib
 
     matplotlib.use("Agg")
     try:
-        path = write_report(args.results)
+        path = write_report(args.results, latex=args.latex)
     except ReportError as e:
         print(f"nfebench.report: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # e.g. DIR not writable
         print(f"nfebench.report: error: cannot write the report: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {path} and {path.parent / 'figures'}/")
+    extra = ", report.tex" if args.latex else ""
+    print(f"wrote {path}, {path.parent / 'report.html'}{extra} and {path.parent / 'figures'}/")
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run as the package's module: report_export imports nfebench.report, whose cache of the
+    from nfebench.report import main as _main  # paired tests (_DIFFS) the LaTeX tables then share
+
+    sys.exit(_main())
