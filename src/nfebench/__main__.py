@@ -63,7 +63,7 @@ def _app(cfg: DictConfig) -> None:
         hc = HydraConfig.get()
         if hc.mode == RunMode.MULTIRUN:  # one bad point must not stop a long sweep: report it and go on
             print(f"nfebench: error: job {hc.job.num} ({' '.join(hc.overrides.task)}): {e}", file=sys.stderr)
-            return
+            return f"nfebench: error: {e}"  # the SLURM launcher reports it with the sweep's failed points
         print(f"nfebench: error: {e}", file=sys.stderr)
         sys.exit(2)
 
@@ -102,7 +102,9 @@ def launch(app, rewrite=lambda arg: arg) -> None:
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
     sys.argv[1:] = [rewrite(a) for a in sys.argv[1:]]
-    bad = check_group_choices(sys.argv[1:])
+    from .cluster import check_launcher_overrides
+
+    bad = check_group_choices(sys.argv[1:]) or check_launcher_overrides(sys.argv[1:])
     if bad:
         print(f"nfebench: error: {bad}", file=sys.stderr)
         sys.exit(2)
