@@ -46,6 +46,7 @@ from .samplers import CountedEps, PerSampleNoise, SamplerError, get_sampler
 from .samplers.analytic import HEAD_KINDS
 from .cov_heads import attach_heads
 from .runtime import begin
+from .shards import parse_shard, run_shard
 
 
 class ConfigError(ValueError):
@@ -57,7 +58,7 @@ class RunFailed(RuntimeError):
 
 
 # Keys that change where or how fast a run goes, not what it produces: excluded from the run key.
-NON_KEY_FIELDS = ("results_dir", "device", "batch_size", "force")
+NON_KEY_FIELDS = ("results_dir", "device", "batch_size", "force", "shard", "storage")
 # Config keys added after rows were recorded: at these defaults they are left out of the key, so earlier run ids
 # (and the rows already in a leaderboard, which make reproduce skips) stay valid. None: top-level keys.
 LATER_DEFAULTS = {None: {"guidance_scale": None, "class_labels": None},
@@ -427,6 +428,7 @@ def _done_ids(board: Path, key: str) -> list[str]:
 def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     """Run one benchmark point; returns its leaderboard row (None if skipped because it is already there)."""
     p = validate(cfg)
+    shard = parse_shard(p.cfg.get("shard"))  # shard=i/N: this job samples only its share (nfebench.shards)
     check_writable(p.results_dir)
     key = run_key(p)
     board = p.results_dir / "leaderboard.csv"
@@ -466,6 +468,8 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     if not session.dist.is_main:  # a torchrun rank other than 0 only samples its share; rank 0 writes everything
         return session.generate(sampling, p, sample_seeds(p.seed, p.num_samples), _generator(None), progress)[0]
     run_dir.mkdir(parents=True, exist_ok=True)
+    if shard is not None:
+        return run_shard(p, shard, model, sampling, session, run_id, run_dir, board, progress)
     try:
         lock = FileLock(str(run_dir / ".lock")).acquire(timeout=0)
     except Timeout:
