@@ -28,7 +28,7 @@ def launcher_fields(name: str) -> list[str] | None:
         elif name == "submitit_local":
             from hydra_plugins.hydra_submitit_launcher.config import LocalQueueConf as conf
         elif name == "joblib":
-            from hydra_plugins.hydra_joblib_launcher.config import JoblibLauncherConf as conf
+            from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf as conf
         elif name == "basic":
             from hydra._internal.core_plugins.basic_launcher import BasicLauncherConf as conf
         else:
