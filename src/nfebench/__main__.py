@@ -43,9 +43,10 @@ def user_errors() -> tuple:
     from .distributed import DistributedError
     from .runtime import RuntimeConfigError
     from .schedules import ScheduleError
+    from .storage import StorageError
 
     return (ConfigError, SamplerError, ModelError, MetricsError, LeaderboardError, RunFailed, NLLError, MomentsError,
-            DataError, DistributedError, RuntimeConfigError, ScheduleError)
+            DataError, DistributedError, RuntimeConfigError, ScheduleError, StorageError)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")

@@ -738,6 +738,9 @@ def build_report(results_dir: Path) -> str:
     df = load_leaderboard(results_dir / "leaderboard.csv")
     figures = results_dir / "figures"
     out = overview(df)
+    from .storage import size_line
+
+    out += [size_line(results_dir), ""]  # how much disk the run directories take
     if df.empty:
         return "\n".join(out + ["The leaderboard has no runs yet.", ""])
     published = load_published()

@@ -34,7 +34,7 @@ import torch
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
-from . import __version__
+from . import __version__, memo
 from .data import load_split
 from .images import to_uint8
 from .leaderboard import append_row, atomic_write_bytes, atomic_write_text, read_leaderboard
@@ -47,6 +47,7 @@ from .samplers.analytic import HEAD_KINDS
 from .cov_heads import attach_heads
 from .runtime import begin
 from .shards import parse_shard, run_shard
+from .storage import options as storage_options
 
 
 class ConfigError(ValueError):
@@ -306,11 +307,13 @@ def score(samples: torch.Tensor, p: Point, progress=True, features_path: Path | 
 
     weights = check_extractor(m["feature_extractor"], m.get("feature_extractor_weights_path"), ("samples", samples),
                               isc=bool(m.get("isc")))
-    ref, reference = reference_for(p, weights, progress)
+    ref, reference = memo.reference_for(p, weights, progress)  # once per sweep process
     feats = featurize(samples, m["feature_extractor"], weights, m.get("batch_size", 500), p.device, progress)
     if features_path is not None:
+        from .storage import feature_arrays  # storage.features: float16 (default) or float32
+
         _save_npz(features_path, compress=False, seeds=np.array(sample_seeds(p.seed, samples.shape[0]), np.uint32),
-                  **{k: v.numpy() for k, v in feats.items()})
+                  **feature_arrays(p.cfg, feats))
     kid = bool(m.get("kid"))
     if m.get("reference_stats") and kid:  # KID needs the reference features, not only their mean and covariance
         kid = False
@@ -428,6 +431,7 @@ def _done_ids(board: Path, key: str) -> list[str]:
 def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     """Run one benchmark point; returns its leaderboard row (None if skipped because it is already there)."""
     p = validate(cfg)
+    storage_options(p.cfg)  # a bad storage.* fails before sampling
     shard = parse_shard(p.cfg.get("shard"))  # shard=i/N: this job samples only its share (nfebench.shards)
     check_writable(p.results_dir)
     key = run_key(p)
@@ -447,7 +451,7 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     session = begin(p)  # torchrun ranks (p.device becomes this rank's GPU), runtime options, preflight of data/weights
     t_load = time.perf_counter()
     model_opts = {k: v for k, v in p.model.items() if k not in ("kind", "note")}
-    model = load_model(p.model["kind"], device=p.device, **model_opts)
+    model = memo.load_model(p.model["kind"], device=p.device, **model_opts)  # once per sweep process
     p.labels = class_labels_for(p, model, sample_seeds(p.seed, p.num_samples))  # bad labels / guidance fail here
     if p.sampler.startswith("analytic_") and p.sampler_options.get("moments") is None:
         p.sampler_options = {**p.sampler_options, "moments": analytic_moments_for(model, p, progress)}
@@ -540,6 +544,8 @@ def _run_locked(p: Point, model, sampling, session, run_id: str, run_dir: Path, 
     details = {"timings": timings, **({"nll": likelihood["nll"]} if likelihood else {})}
     atomic_write_text(run_dir / "metrics.json", json.dumps({**row, **details}, indent=2, default=str) + "\n")
     append_row(board, row)
+    if not storage_options(p.cfg)["samples"]:  # storage.samples=false: the scored samples are not kept
+        final.unlink(missing_ok=True)
     print_row(row, board, timings)
     return row
 

@@ -24,7 +24,7 @@ from omegaconf import OmegaConf
 log = logging.getLogger(__name__)
 
 
-def wait_all(pending: list, grace_s: float = 30.0, poll_s: float = 2.0):
+def wait_all(pending: list, grace_s: float = 10.0, poll_s: float = 3.0):
     """Yield (point, job, JobReturn or reason) for every job as it ends. A job that is neither in squeue nor in
     sacct for grace_s (an array task cancelled before it started leaves no accounting record in SLURM 22.05, and
     submitit would wait on it forever) ends as failed."""
@@ -32,6 +32,7 @@ def wait_all(pending: list, grace_s: float = 30.0, poll_s: float = 2.0):
 
     unknown_since: dict = {}
     while pending:
+        pending[0][1].watcher.update_if_long_enough(mode="force")  # one sacct call for all jobs, every poll_s
         queued, still = None, []
         for point, job in pending:
             if job.done():
