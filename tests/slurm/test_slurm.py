@@ -90,7 +90,7 @@ def test_a_cancelled_job_ends_the_sweep_with_one_line_and_a_rerun_completes_it(c
         time.sleep(1)
     out = subprocess.run(["squeue", "-h", "-r", "-t", "RUNNING", "-o", "%i"], env=cluster_env, capture_output=True,
                          text=True)
-    (victim,) = out.stdout.split()  # the nfe=400 point, still running
+    (victim,) = [j for j in out.stdout.split() if j.endswith("_1")]  # the nfe=400 point, still running
     subprocess.run(["scancel", victim], env=cluster_env, check=True)
     t_cancel = time.monotonic()
     _, err = proc.communicate(timeout=300)
