@@ -97,6 +97,8 @@ def test_slurm_gpus_come_from_the_allocation(monkeypatch):
     assert slurm_gpus() is None
     monkeypatch.setenv("SLURM_JOB_ID", "7")
     monkeypatch.delenv("SLURM_STEP_GPUS", raising=False)
+    monkeypatch.delenv("SLURM_JOB_GPUS", raising=False)
+    assert slurm_gpus() is None  # GPUs not managed as GRES: nothing to check
     monkeypatch.setenv("SLURM_JOB_GPUS", "2,5")
     assert slurm_gpus() == ["2", "5"]
     from nfebench.cluster import check_slurm_device

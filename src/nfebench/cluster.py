@@ -114,10 +114,13 @@ def queued_job_ids() -> set[str] | None:
 def slurm_gpus() -> list[str] | None:
     """The GPUs SLURM allocated to this job (SLURM_JOB_GPUS / SLURM_STEP_GPUS, as SLURM numbers them), [] for a job
     without GPUs, None outside a SLURM job. SLURM exports CUDA_VISIBLE_DEVICES for them, so cuda:0 in the job is the
-    first allocated GPU: device=auto (or cuda) uses it, nothing is assumed."""
+    first allocated GPU: device=auto (or cuda) uses it, nothing is assumed. None also where SLURM sets neither
+    variable (GPUs not managed as GRES)."""
     if "SLURM_JOB_ID" not in os.environ:
         return None
-    ids = os.environ.get("SLURM_STEP_GPUS") or os.environ.get("SLURM_JOB_GPUS") or ""
+    ids = os.environ.get("SLURM_STEP_GPUS", os.environ.get("SLURM_JOB_GPUS"))
+    if ids is None:  # a cluster that does not manage GPUs as GRES: nothing to check against
+        return None
     return [g for g in ids.split(",") if g]
 
 

@@ -48,6 +48,7 @@ from .cov_heads import attach_heads
 from .runtime import begin
 from .shards import parse_shard, run_shard
 from .storage import options as storage_options
+from .cluster import check_slurm_device
 
 
 class ConfigError(ValueError):
@@ -432,6 +433,7 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     """Run one benchmark point; returns its leaderboard row (None if skipped because it is already there)."""
     p = validate(cfg)
     storage_options(p.cfg)  # a bad storage.* fails before sampling
+    check_slurm_device(p.cfg.get("device"))  # in a SLURM job: an explicit cuda:N must be an allocated GPU
     shard = parse_shard(p.cfg.get("shard"))  # shard=i/N: this job samples only its share (nfebench.shards)
     check_writable(p.results_dir)
     key = run_key(p)
