@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.nfebench-installed
 
-.PHONY: demo test test-slow reproduce report-browser train clean-venv
+.PHONY: demo test test-slow test-slurm reproduce report-browser train clean-venv
 
 # One venv with the package (editable), its dev extras and the Hydra launchers. torch and torchvision come
 # together from the package registry, so they always match.
@@ -24,6 +24,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+## test-slurm: start a real single-node SLURM with accounting (needs root; installs Debian's slurm-wlm, munge,
+## MariaDB if missing), run sweeps, a cancelled job and a sharded point through it, stop it (a few minutes)
+test-slurm: $(STAMP)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -s -m slurm tests/slurm
 
 ## reproduce: the survey's CIFAR-10 layout on the embedded digits model and on the exact-score oracle, then the report
 ## (points already in results/leaderboard.csv are skipped; 2 parallel single-thread workers)

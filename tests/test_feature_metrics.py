@@ -59,7 +59,8 @@ def test_a_run_stores_the_features_its_metrics_came_from_and_its_per_image_bits(
     from tests.test_cli import run_cli
 
     r = run_cli(f"model.path={tiny_unet_dir}", "sampler=ddim", "nfe=4", "num_samples=100", f"results_dir={tmp_path}",
-                "metrics=nll", "metrics.nll_num_images=12", "metrics.fid_infinity=true", "metrics.prc=true")
+                "metrics=nll", "metrics.nll_num_images=12", "metrics.fid_infinity=true", "metrics.prc=true",
+                "storage.features=float32")
     assert r.returncode == 0, r.stderr[-2000:]
     (run_dir,) = (tmp_path / "runs").iterdir()
     row = json.loads((run_dir / "metrics.json").read_text())

@@ -47,9 +47,10 @@ def user_errors() -> tuple:
     from .runtime import RuntimeConfigError
     from .schedules import ScheduleError
     from .prompts import PromptsError
+    from .storage import StorageError
 
     return (ConfigError, SamplerError, ModelError, MetricsError, LeaderboardError, RunFailed, NLLError, MomentsError,
-            DataError, DistributedError, RuntimeConfigError, ScheduleError, PromptsError)
+            DataError, DistributedError, RuntimeConfigError, ScheduleError, PromptsError, StorageError)
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
@@ -67,7 +68,7 @@ def _app(cfg: DictConfig) -> None:
         hc = HydraConfig.get()
         if hc.mode == RunMode.MULTIRUN:  # one bad point must not stop a long sweep: report it and go on
             print(f"nfebench: error: job {hc.job.num} ({' '.join(hc.overrides.task)}): {e}", file=sys.stderr)
-            return
+            return f"nfebench: error: {e}"  # the SLURM launcher reports it with the sweep's failed points
         print(f"nfebench: error: {e}", file=sys.stderr)
         sys.exit(2)
 
@@ -106,7 +107,9 @@ def launch(app, rewrite=lambda arg: arg) -> None:
     if "--debug" in sys.argv:
         sys.argv.remove("--debug")
     sys.argv[1:] = [rewrite(a) for a in sys.argv[1:]]
-    bad = check_group_choices(sys.argv[1:])
+    from .cluster import check_launcher_overrides
+
+    bad = check_group_choices(sys.argv[1:]) or check_launcher_overrides(sys.argv[1:])
     if bad:
         print(f"nfebench: error: {bad}", file=sys.stderr)
         sys.exit(2)

@@ -946,6 +946,9 @@ def build_report(results_dir: Path) -> str:
     figures = results_dir / "figures"
     _DIFFS.clear()  # the tests of this build (its figures, HTML and LaTeX reuse them)
     out = overview(df)
+    from .storage import size_line
+
+    out += [size_line(results_dir), ""]  # how much disk the run directories take
     if df.empty:
         return "\n".join(out + ["The leaderboard has no runs yet.", ""])
     published = load_published()

@@ -35,7 +35,7 @@ import torch
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
-from . import __version__
+from . import __version__, memo
 from .data import load_split
 from .images import to_uint8
 from .leaderboard import append_row, atomic_write_bytes, atomic_write_text, read_leaderboard
@@ -46,6 +46,9 @@ from .api import check_nfe, dry_run, to_vp_frame
 from .samplers import CountedEps, PerSampleNoise, SamplerError, get_sampler
 from .needs import RESOLVERS, prepare
 from .runtime import begin
+from .shards import parse_shard, run_shard
+from .storage import options as storage_options
+from .cluster import check_slurm_device
 
 
 class ConfigError(ValueError):
@@ -57,7 +60,7 @@ class RunFailed(RuntimeError):
 
 
 # Keys that change where or how fast a run goes, not what it produces: excluded from the run key.
-NON_KEY_FIELDS = ("results_dir", "device", "batch_size", "force")
+NON_KEY_FIELDS = ("results_dir", "device", "batch_size", "force", "shard", "storage")
 # Config keys added after rows were recorded: at these defaults they are left out of the key, so earlier run ids
 # (and the rows already in a leaderboard, which make reproduce skips) stay valid. None: top-level keys.
 LATER_DEFAULTS = {None: {"guidance_scale": None, "class_labels": None,
@@ -332,11 +335,13 @@ def score(samples: torch.Tensor, p: Point, progress=True, features_path: Path | 
 
     weights = check_extractor(m["feature_extractor"], m.get("feature_extractor_weights_path"), ("samples", samples),
                               isc=bool(m.get("isc")))
-    ref, reference = reference_for(p, weights, progress)
+    ref, reference = memo.reference_for(p, weights, progress)  # once per sweep process
     feats = featurize(samples, m["feature_extractor"], weights, m.get("batch_size", 500), p.device, progress)
     if features_path is not None:
+        from .storage import feature_arrays  # storage.features: float16 (default) or float32
+
         _save_npz(features_path, compress=False, seeds=np.array(sample_seeds(p.seed, samples.shape[0]), np.uint32),
-                  **{k: v.numpy() for k, v in feats.items()})
+                  **feature_arrays(p.cfg, feats))
     kid = bool(m.get("kid"))
     if not isinstance(ref, dict) and kid:  # KID needs the reference features, not only their mean and covariance
         kid = False
@@ -431,6 +436,9 @@ def _done_ids(board: Path, key: str) -> list[str]:
 def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     """Run one benchmark point; returns its leaderboard row (None if skipped because it is already there)."""
     p = validate(cfg)
+    storage_options(p.cfg)  # a bad storage.* fails before sampling
+    check_slurm_device(p.cfg.get("device"))  # in a SLURM job: an explicit cuda:N must be an allocated GPU
+    shard = parse_shard(p.cfg.get("shard"))  # shard=i/N: this job samples only its share (nfebench.shards)
     check_writable(p.results_dir)
     key = run_key(p)
     board = p.results_dir / "leaderboard.csv"
@@ -449,7 +457,7 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     session = begin(p)  # torchrun ranks (p.device becomes this rank's GPU), runtime options, preflight of data/weights
     t_load = time.perf_counter()
     model_opts = {k: v for k, v in p.model.items() if k not in ("kind", "note")}
-    model = load_model(p.model["kind"], device=p.device, **model_opts)
+    model = memo.load_model(p.model["kind"], device=p.device, **model_opts)  # once per sweep process
     p.labels = class_labels_for(p, model, sample_seeds(p.seed, p.num_samples))  # bad labels / guidance fail here
     if p.metrics.get("sfid") or p.metrics.get("reference_batch"):  # sFID's layer, the batch's resolution
         from .metrics.adm import preflight
@@ -464,6 +472,8 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     if not session.dist.is_main:  # a torchrun rank other than 0 only samples its share; rank 0 writes everything
         return session.generate(sampling, p, sample_seeds(p.seed, p.num_samples), _generator(None), progress)[0]
     run_dir.mkdir(parents=True, exist_ok=True)
+    if shard is not None:
+        return run_shard(p, shard, model, sampling, session, run_id, run_dir, board, progress)
     try:
         lock = FileLock(str(run_dir / ".lock")).acquire(timeout=0)
     except Timeout:
@@ -544,6 +554,8 @@ def _run_locked(p: Point, model, sampling, session, run_id: str, run_dir: Path, 
     details = {"timings": timings, **({"nll": likelihood["nll"]} if likelihood else {}), **p.prepared.details}
     atomic_write_text(run_dir / "metrics.json", json.dumps({**row, **details}, indent=2, default=str) + "\n")
     append_row(board, row)
+    if not storage_options(p.cfg)["samples"]:  # storage.samples=false: the scored samples are not kept
+        final.unlink(missing_ok=True)
     print_row(row, board, timings)
     return row
 
