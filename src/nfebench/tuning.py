@@ -225,8 +225,13 @@ GRID_OPTIONS = ("spacing", "timesteps", "tuned_grid")  # what a tuned grid repla
 
 
 def key_options(options: dict) -> dict:
-    """The sampler options a tuned grid is made for (JSON-normalised, so a loaded record compares equal)."""
-    return json.loads(json.dumps({k: v for k, v in options.items() if k not in GRID_OPTIONS}, sort_keys=True))
+    """The sampler options a tuned grid is made for (JSON-normalised, so a loaded record compares equal). Options added
+    after grids were cached (run.LATER_DEFAULTS) are left out at their defaults, so those grids stay valid."""
+    from .run import LATER_DEFAULTS
+
+    later = LATER_DEFAULTS["sampler"]
+    kept = {k: v for k, v in options.items() if k not in GRID_OPTIONS and not (k in later and v == later[k])}
+    return json.loads(json.dumps(kept, sort_keys=True))
 
 
 def cache_path(results_dir, model_name: str, sampler: str, options: dict, nfe: int) -> Path:
