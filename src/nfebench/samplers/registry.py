@@ -28,6 +28,7 @@ class SamplerSpec:
     stochastic: bool
     options: dict = field(default_factory=dict)  # option name -> default
     summary: str = ""
+    brownian: bool = False  # an SDE solver that takes noise_sampler=brownian (common.StepNoise)
 
     def check_options(self, options: dict) -> dict:
         unknown = sorted(set(options) - set(self.options))
@@ -40,8 +41,9 @@ class SamplerSpec:
 SAMPLERS: dict[str, SamplerSpec] = {}
 
 
-def register(name: str, *, min_nfe: int = 1, stochastic: bool = False):
-    """Register `fn` under `name`. Its keyword-only parameters (with defaults) are its options."""
+def register(name: str, *, min_nfe: int = 1, stochastic: bool = False, brownian: bool = False):
+    """Register `fn` under `name`. Its keyword-only parameters (with defaults) are its options. brownian: it draws
+    its noise per step through brownian.StepNoise, so noise_sampler=brownian applies."""
 
     def deco(fn):
         if name in SAMPLERS:
@@ -52,7 +54,7 @@ def register(name: str, *, min_nfe: int = 1, stochastic: bool = False):
         if missing:
             raise ValueError(f"sampler {name!r}: option {missing[0]!r} needs a default")
         summary = (inspect.getdoc(fn) or "").split("\n")[0]
-        SAMPLERS[name] = SamplerSpec(name, fn, min_nfe, stochastic, options, summary)
+        SAMPLERS[name] = SamplerSpec(name, fn, min_nfe, stochastic, options, summary, brownian)
         return fn
 
     return deco
