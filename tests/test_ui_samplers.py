@@ -204,7 +204,7 @@ def test_brownian_tree_is_one_path_with_brownian_increments():
     ("er_sde", {"order": 4}, "order must be 1, 2 or 3, got 4"),
     ("er_sde", {"noise_scale": "x"}, "unknown noise_scale 'x'; allowed: er_sde, ode, reverse_sde"),
     ("dpmpp_2m_sde", {"noise_sampler": "pink"}, "unknown noise_sampler 'pink'; allowed: gaussian, brownian"),
-    ("ddim", {"noise_sampler": "brownian"}, "noise_sampler=brownian is for the SDE solvers"),
+    ("ddim", {"noise_sampler": "brownian"}, "unknown option 'noise_sampler' for sampler 'ddim'"),
     ("dpmpp_2m_sde", {"sigmas": [14.6, 20.0, 0.0]}, "sigmas must be a strictly decreasing list"),
     ("dpmpp_2m_sde", {"sigmas": [500.0, 20.0, 0.0]}, "sigmas 500 .. 20 leave the schedule's range"),
     ("dpmpp_2m_sde", {"sigmas": [100.0, 1.0, 0.001, 0.0]}, "leave the schedule's range"),
@@ -220,6 +220,44 @@ def test_bad_options_are_one_line_errors(name, opts, match):
 
 
 def test_every_new_sampler_is_registered_as_stochastic_with_brownian_noise():
-    for name in NEW:
-        assert SAMPLERS[name].stochastic and SAMPLERS[name].brownian
-    assert not SAMPLERS["ddim"].brownian
+    for name in NEW + ("sa_solver",):
+        assert SAMPLERS[name].stochastic and SAMPLERS[name].options["noise_sampler"] == "gaussian"
+
+
+@pytest.mark.parametrize("p,c,tau", [(2, 2, [200, 800]), (3, 3, [200, 800]), (1, 1, 1.0), (2, 3, 0.0),
+                                     (3, 2, [300, 900, 0.7])])
+def test_sa_solver_equals_diffusers(monkeypatch, p, c, tau):
+    """sa_solver is diffusers' SASolverScheduler (data prediction) on its own linspace grid ending at tau = 0, with
+    the same noise (diffusers' per-step draw replaced by ours, zero where tau is 0): 1e-5 (its sigmas are float32)."""
+    import diffusers.schedulers.scheduling_sasolver as S
+    from diffusers import SASolverScheduler
+
+    from nfebench.samplers.sa_solver import tau_function
+
+    gmm = W.mixture()
+    xt = x_T()
+    steps = 12
+    tf = tau_function(tau)
+    sch = SASolverScheduler(trained_betas=linear_betas().tolist(), predictor_order=p, corrector_order=c,
+                            tau_func=tf, algorithm_type="data_prediction")
+    sch.set_timesteps(steps)
+    ts = [int(t) for t in sch.timesteps] + [0]
+    ours = api.sample(gmm.eps, SCHED, xt, "sa_solver", steps, generator=PerSampleNoise(SEEDS), timesteps=ts,
+                      predictor_order=p, corrector_order=c, tau=tau)
+    ns, state = PerSampleNoise(SEEDS), {"t": None}
+    monkeypatch.setattr(S, "randn_tensor", lambda shape, **kw: ns.randn_like(xt) if tf(state["t"]) > 0
+                        else torch.zeros(shape, dtype=torch.float64))
+    x = xt.clone()
+    for t in sch.timesteps:
+        state["t"] = int(t)
+        e = gmm.eps(x, torch.full((x.shape[0],), float(t), dtype=x.dtype))
+        x = sch.step(e, t, x).prev_sample
+    assert rel(ours, x) < 1e-5, rel(ours, x)
+
+
+@pytest.mark.parametrize("tau,match", [(-1.0, "tau must be >= 0, got -1.0"),
+                                       ([800, 200], "tau interval needs lo <= hi"),
+                                       ("x", "tau must be a number >= 0, \\[lo, hi\\] or \\[lo, hi, value\\]")])
+def test_sa_solver_bad_tau(tau, match):
+    with pytest.raises(SamplerError, match=match):
+        api.sample(W.mixture().eps, SCHED, x_T(2), "sa_solver", 10, tau=tau)

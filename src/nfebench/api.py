@@ -74,8 +74,7 @@ def sample(model_fn: Callable, betas_or_schedule, x_T: torch.Tensor, sampler: st
     generator: None, a torch.Generator, or a nfebench.samplers.PerSampleNoise (batch-size-independent noise).
     options: the sampler's own options (see nfebench.samplers.SAMPLERS[name].options); unknown ones are errors.
     Every sampler also takes sigmas (an explicit grid in EDM sigma, a list or a file; the last may be 0, clean data),
-    ays_model (sd15 | sdxl | svd, the list of spacing="ays") and, the SDE solvers, noise_sampler = gaussian |
-    brownian (one Brownian path per sample, so a refined grid sees the same noise; docs/samplers.md).
+    ays_model (sd15 | sdxl | svd, the list of spacing="ays"); docs/samplers.md.
     Returns x_0 (and the number of evaluations spent if return_nfe=True).
     """
     spec = get_sampler(sampler)

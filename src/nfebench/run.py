@@ -43,6 +43,7 @@ from .models.parametrization import check_guidance, network_passes
 from .paths import portable
 from .api import check_nfe, dry_run, to_vp_frame
 from .samplers import CountedEps, PerSampleNoise, SamplerError, get_sampler
+from .samplers.common import COMMON_OPTIONS, apply_common_options
 from .samplers.analytic import HEAD_KINDS
 from .cov_heads import attach_heads
 from .runtime import begin
@@ -60,7 +61,7 @@ class RunFailed(RuntimeError):
 NON_KEY_FIELDS = ("results_dir", "device", "batch_size", "force")
 # Config keys added after rows were recorded: at these defaults they are left out of the key, so earlier run ids
 # (and the rows already in a leaderboard, which make reproduce skips) stay valid. None: top-level keys.
-LATER_DEFAULTS = {None: {"guidance_scale": None, "class_labels": None},
+LATER_DEFAULTS = {None: {"guidance_scale": None, "class_labels": None, **COMMON_OPTIONS},
                   "model": {"prediction_type": None, "variance_type": None, "schedule": None,
                             "num_classes": None, "null_class": None, "conditional": False},
                   "metrics": {"reference_stats": None, "fid_infinity": False, "prc": False},
@@ -116,6 +117,12 @@ def validate(cfg: DictConfig | dict) -> Point:
     name = sampler_cfg.pop("name")
     spec = get_sampler(name)
     opts = spec.check_options(sampler_cfg)
+    # the options every sampler takes (top-level keys sigmas, ays_model, noise_sampler): recorded with the sampler's
+    # own where they differ from their defaults; spacing=ays takes its list from the model's config by default
+    common = {k: c.get(k, default) for k, default in COMMON_OPTIONS.items()}
+    if opts.get("spacing") == "ays" and common["ays_model"] is None:
+        common["ays_model"] = dict(c["model"]).get("ays_model")
+    opts.update({k: v for k, v in common.items() if v != COMMON_OPTIONS[k]})
     nfe = c.get("nfe")
     check_nfe(nfe, spec.min_nfe, name)
     w, labels = c.get("guidance_scale"), c.get("class_labels")
@@ -238,7 +245,10 @@ def generate(model, p: Point, seeds: list[int], shard_dir: Path | None = None, p
                     class_labels=torch.tensor([p.labels[s] for s in seeds[i:j]]), guidance_scale=p.guidance_scale,
                     null_class=model.null_class)
                 eps = CountedEps(partial(model, **cond), budget=p.nfe)
-                x0 = spec.fn(eps, sched, x, p.nfe, noise, **sampler_call_options(p))
+                own = dict(sampler_call_options(p))
+                common = {k: own.pop(k) for k in COMMON_OPTIONS if k in own}
+                own, noise = apply_common_options(spec, sched, own, noise, **common)
+                x0 = spec.fn(eps, sched, x, p.nfe, noise, **own)
                 bad = eps.nonfinite or (None if torch.isfinite(x0).all() else
                                         "the sampler's output was NaN/Inf after its last evaluation")
                 if bad:

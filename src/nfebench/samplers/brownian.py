@@ -100,15 +100,37 @@ class BrownianTree:
         return inc.reshape(len(self.keys), *self.shape).to(self.dtype).to(self.device)
 
 
-class StepNoise:
-    """Per-step standard normals for an SDE solver: fresh Gaussian draws from `noise` (gaussian), or a Brownian
-    tree's increments (brownian). Called as noise(sigma, sigma_next) -> a tensor shaped like x."""
+NOISE_SAMPLERS = ("gaussian", "brownian")
 
-    def __init__(self, noise, x: torch.Tensor, sigma_min: float, sigma_max: float):
+
+def check_noise_sampler(kind: str) -> str:
+    from .registry import SamplerError
+
+    if kind not in NOISE_SAMPLERS:
+        raise SamplerError(f"unknown noise_sampler {kind!r}; allowed: {', '.join(NOISE_SAMPLERS)}")
+    return kind
+
+
+def path_keys(noise, n: int) -> torch.Tensor:
+    """One key per sample: from its seed (PerSampleNoise), else seeds drawn once from the noise's generator."""
+    seeds = getattr(noise, "seeds", None)
+    if seeds is None:
+        seeds = torch.randint(0, 2**62, (n,), generator=getattr(noise, "generator", None)).tolist()
+    if len(seeds) != n:
+        raise ValueError(f"batch of {n} but {len(seeds)} per-sample seeds")
+    return seed_keys(seeds)
+
+
+class StepNoise:
+    """Per-step standard normals for an SDE solver (its option noise_sampler): fresh Gaussian draws from `noise`
+    (gaussian), or the increments of one Brownian path per sample (brownian), keyed by the sample's seed. Called
+    as noise(sigma, sigma_next) -> a tensor shaped like x."""
+
+    def __init__(self, noise, x: torch.Tensor, sigma_min: float, sigma_max: float, kind: str = "gaussian"):
         self.noise, self.x, self.tree = noise, x, None
-        keys = getattr(noise, "brownian_keys", None)
-        if keys is not None:
-            self.tree = BrownianTree(keys(x.shape[0]), x.shape[1:], sigma_min, sigma_max, x.dtype, x.device)
+        if check_noise_sampler(kind) == "brownian":
+            self.tree = BrownianTree(path_keys(noise, x.shape[0]), x.shape[1:], sigma_min, sigma_max, x.dtype,
+                                     x.device)
 
     def __call__(self, sigma: float, sigma_next: float) -> torch.Tensor:
         if self.tree is None:

@@ -80,29 +80,6 @@ class PerSampleNoise(Noise):
         return torch.stack([torch.randn(tuple(shape), generator=g, dtype=dtype) for g in self.generators])
 
 
-class BrownianNoise(Noise):
-    """noise_sampler=brownian: the base noise's Gaussian draws, plus one Brownian path per sample for the SDE
-    solvers (brownian.StepNoise), keyed by the sample's seed (PerSampleNoise) or by a seed drawn from the
-    generator."""
-
-    def __init__(self, base: Noise):
-        super().__init__(base.generator)
-        self.base = base
-
-    def randn_like(self, x: torch.Tensor) -> torch.Tensor:
-        return self.base.randn_like(x)
-
-    def brownian_keys(self, n: int) -> torch.Tensor:
-        from .brownian import seed_keys
-
-        seeds = getattr(self.base, "seeds", None)
-        if seeds is None:
-            seeds = torch.randint(0, 2**62, (n,), generator=self.generator).tolist()
-        if len(seeds) != n:
-            raise ValueError(f"batch of {n} but {len(seeds)} per-sample seeds")
-        return seed_keys(seeds)
-
-
 def as_noise(generator) -> Noise:
     if generator is None or isinstance(generator, torch.Generator):
         return Noise(generator)
@@ -216,8 +193,7 @@ def discrete_betas(sched, who: str) -> np.ndarray:
 
 
 # --- options every sampler takes, resolved before it runs (issue 28) ------------------------------------------------
-COMMON_OPTIONS = {"sigmas": None, "ays_model": None, "noise_sampler": "gaussian"}
-NOISE_SAMPLERS = ("gaussian", "brownian")
+COMMON_OPTIONS = {"sigmas": None, "ays_model": None}
 SIGMA_TOLERANCE = 1e-3  # a published list's ends may sit this far (relative) outside the schedule's range
 
 
@@ -262,20 +238,12 @@ def sigmas_to_timesteps(sched: Schedule, sigmas) -> np.ndarray:
 
 
 def apply_common_options(spec, sched: Schedule, opts: dict, noise: Noise, sigmas=None, ays_model=None,
-                         noise_sampler="gaussian", model_ays=None):
+                         model_ays=None):
     """Resolve the options every sampler takes into its own: sigmas -> timesteps, ays_model -> the ays spacing's
-    parameter (default: the model's `ays_model`, else sd15), noise_sampler=brownian -> BrownianNoise (SDE solvers
-    only). Returns (options, noise)."""
+    parameter (default: the model's `ays_model`, else sd15). Returns (options, noise)."""
     from ..schedules import AYS_SIGMAS, Spacing
 
     opts = dict(opts)
-    if noise_sampler not in NOISE_SAMPLERS:
-        raise SamplerError(f"unknown noise_sampler {noise_sampler!r}; allowed: {', '.join(NOISE_SAMPLERS)}")
-    if noise_sampler == "brownian":
-        if not spec.brownian:
-            raise SamplerError(f"noise_sampler=brownian is for the SDE solvers that take a noise sampler; "
-                               f"sampler {spec.name!r} does not")
-        noise = BrownianNoise(noise)
     if ays_model is not None and opts.get("spacing") != "ays":
         raise SamplerError(f"ays_model applies to spacing=ays; sampler {spec.name!r} has spacing="
                            f"{opts.get('spacing')!r}")

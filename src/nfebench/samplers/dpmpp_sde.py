@@ -26,7 +26,9 @@ Grid: N evaluation points of `spacing` (karras by default) then sigma = 0, as k-
                       D2 = (D1_0 - D1_1)/(r0 + r1) (without nfebench dpmpp 3M's factor 2: at eta = 0 this is
                       k-diffusion's 3M, which docs/samplers.md explains is second order).
 NFE: euler_ancestral, dpmpp_2m_sde, dpmpp_3m_sde N; dpmpp_2s_ancestral, dpmpp_sde 2N - 1 (the last step, to 0, is
-one evaluation): N = (nfe + 1) // 2. Noise is drawn only where it is used (not at eta = 0, not on the last step).
+one evaluation): N = (nfe + 1) // 2. Noise is drawn only where it is used (not at eta = 0, not on the last step);
+noise_sampler (every sampler here): gaussian (fresh per-sample draws) | brownian (one Brownian path per sample in
+sigma, brownian.py: a refined grid sees the same path).
 """
 
 from __future__ import annotations
@@ -83,18 +85,19 @@ def ancestral_step(sigma: float, sigma_next: float, eta: float) -> tuple[float, 
     return math.sqrt(sigma_next**2 - up**2), up
 
 
-def _noise(noise, xh, grid: KGrid) -> StepNoise:
-    return StepNoise(noise, xh, min(s for s in grid.sigmas if s > 0), max(grid.sigmas))
+def _noise(noise, xh, grid: KGrid, kind: str) -> StepNoise:
+    return StepNoise(noise, xh, min(s for s in grid.sigmas if s > 0), max(grid.sigmas), kind)
 
 
-@register("euler_ancestral", stochastic=True, brownian=True)
-def euler_ancestral(eps, sched, x, nfe, noise, *, eta=1.0, s_noise=1.0, spacing="karras", timesteps=None):
+@register("euler_ancestral", stochastic=True)
+def euler_ancestral(eps, sched, x, nfe, noise, *, eta=1.0, s_noise=1.0, spacing="karras", timesteps=None,
+                    noise_sampler="gaussian"):
     """Euler ancestral ("Euler a"; k-diffusion sample_euler_ancestral): N = nfe Euler steps of the PF-ODE to
     sigma_down, each followed by noise of std s_noise sigma_up (eta scales it; eta = 0 is euler)."""
     check_nonneg(eta=eta, s_noise=s_noise)
     grid, D = KGrid(sched, nfe, spacing, timesteps, nfe, 1, "euler_ancestral"), Denoiser(eps, sched)
     xh = x * math.sqrt(1.0 + grid.sigmas[0] ** 2)
-    z = _noise(noise, xh, grid)
+    z = _noise(noise, xh, grid, noise_sampler)
     for i, tau, sig, sig_next in grid.steps():
         den = D(xh, sig, tau)
         down, up = ancestral_step(sig, sig_next, eta)
@@ -104,14 +107,15 @@ def euler_ancestral(eps, sched, x, nfe, noise, *, eta=1.0, s_noise=1.0, spacing=
     return xh
 
 
-@register("dpmpp_2s_ancestral", min_nfe=1, stochastic=True, brownian=True)
-def dpmpp_2s_ancestral(eps, sched, x, nfe, noise, *, eta=1.0, s_noise=1.0, spacing="karras", timesteps=None):
+@register("dpmpp_2s_ancestral", min_nfe=1, stochastic=True)
+def dpmpp_2s_ancestral(eps, sched, x, nfe, noise, *, eta=1.0, s_noise=1.0, spacing="karras", timesteps=None,
+                       noise_sampler="gaussian"):
     """DPM-Solver++(2S) ancestral ("DPM++ 2S a"; k-diffusion sample_dpmpp_2s_ancestral): N = (nfe+1)//2 steps,
     each a second-order singlestep DPM-Solver++ step to sigma_down then ancestral noise; the last (to 0) Euler."""
     check_nonneg(eta=eta, s_noise=s_noise)
     grid, D = KGrid(sched, (nfe + 1) // 2, spacing, timesteps, nfe, 2, "dpmpp_2s_ancestral"), Denoiser(eps, sched)
     xh = x * math.sqrt(1.0 + grid.sigmas[0] ** 2)
-    z = _noise(noise, xh, grid)
+    z = _noise(noise, xh, grid, noise_sampler)
     for i, tau, sig, sig_next in grid.steps():
         den = D(xh, sig, tau)
         down, up = ancestral_step(sig, sig_next, eta)
@@ -127,8 +131,9 @@ def dpmpp_2s_ancestral(eps, sched, x, nfe, noise, *, eta=1.0, s_noise=1.0, spaci
     return xh
 
 
-@register("dpmpp_sde", stochastic=True, brownian=True)
-def dpmpp_sde(eps, sched, x, nfe, noise, *, eta=1.0, s_noise=1.0, r=0.5, spacing="karras", timesteps=None):
+@register("dpmpp_sde", stochastic=True)
+def dpmpp_sde(eps, sched, x, nfe, noise, *, eta=1.0, s_noise=1.0, r=0.5, spacing="karras", timesteps=None,
+              noise_sampler="gaussian"):
     """DPM-Solver++ SDE ("DPM++ SDE"; k-diffusion sample_dpmpp_sde): N = (nfe+1)//2 steps of two evaluations, an
     ancestral step to the intermediate point lambda + r h and one to the next point; the last (to 0) Euler."""
     check_nonneg(eta=eta, s_noise=s_noise)
@@ -136,7 +141,7 @@ def dpmpp_sde(eps, sched, x, nfe, noise, *, eta=1.0, s_noise=1.0, r=0.5, spacing
         raise SamplerError(f"r must be in (0, 1], got {r!r}")
     grid, D = KGrid(sched, (nfe + 1) // 2, spacing, timesteps, nfe, 2, "dpmpp_sde"), Denoiser(eps, sched)
     xh = x * math.sqrt(1.0 + grid.sigmas[0] ** 2)
-    z = _noise(noise, xh, grid)
+    z = _noise(noise, xh, grid, noise_sampler)
     fac = 1.0 / (2.0 * r)
     for i, tau, sig, sig_next in grid.steps():
         den = D(xh, sig, tau)
@@ -157,9 +162,9 @@ def dpmpp_sde(eps, sched, x, nfe, noise, *, eta=1.0, s_noise=1.0, r=0.5, spacing
     return xh
 
 
-@register("dpmpp_2m_sde", stochastic=True, brownian=True)
+@register("dpmpp_2m_sde", stochastic=True)
 def dpmpp_2m_sde(eps, sched, x, nfe, noise, *, eta=1.0, s_noise=1.0, solver_type="midpoint", spacing="karras",
-                 timesteps=None):
+                 timesteps=None, noise_sampler="gaussian"):
     """DPM-Solver++(2M) SDE ("DPM++ 2M SDE"; k-diffusion sample_dpmpp_2m_sde; diffusers' sde-dpmsolver++ is
     eta = 1, midpoint): N = nfe multistep steps; solver_type midpoint | heun; eta = 0 is DPM-Solver++(2M)
     ("DPM++ 2M", k-diffusion sample_dpmpp_2m) on the same grid; the last step (to 0) is x = D."""
@@ -168,7 +173,7 @@ def dpmpp_2m_sde(eps, sched, x, nfe, noise, *, eta=1.0, s_noise=1.0, solver_type
         raise SamplerError(f"unknown solver_type {solver_type!r}; allowed: {', '.join(SOLVER_TYPES)}")
     grid, D = KGrid(sched, nfe, spacing, timesteps, nfe, 1, "dpmpp_2m_sde"), Denoiser(eps, sched)
     xh = x * math.sqrt(1.0 + grid.sigmas[0] ** 2)
-    z = _noise(noise, xh, grid)
+    z = _noise(noise, xh, grid, noise_sampler)
     old, h_last = None, None
     for i, tau, sig, sig_next in grid.steps():
         den = D(xh, sig, tau)
@@ -191,14 +196,15 @@ def dpmpp_2m_sde(eps, sched, x, nfe, noise, *, eta=1.0, s_noise=1.0, solver_type
     return xh
 
 
-@register("dpmpp_3m_sde", stochastic=True, brownian=True)
-def dpmpp_3m_sde(eps, sched, x, nfe, noise, *, eta=1.0, s_noise=1.0, spacing="karras", timesteps=None):
+@register("dpmpp_3m_sde", stochastic=True)
+def dpmpp_3m_sde(eps, sched, x, nfe, noise, *, eta=1.0, s_noise=1.0, spacing="karras", timesteps=None,
+                 noise_sampler="gaussian"):
     """DPM-Solver++(3M) SDE ("DPM++ 3M SDE"; k-diffusion sample_dpmpp_3m_sde, its coefficients): N = nfe
     multistep steps, orders 1, 2, 3 from the start; the last step (to 0) is x = D. Not in diffusers."""
     check_nonneg(eta=eta, s_noise=s_noise)
     grid, D = KGrid(sched, nfe, spacing, timesteps, nfe, 1, "dpmpp_3m_sde"), Denoiser(eps, sched)
     xh = x * math.sqrt(1.0 + grid.sigmas[0] ** 2)
-    z = _noise(noise, xh, grid)
+    z = _noise(noise, xh, grid, noise_sampler)
     d_1, d_2, h_1, h_2 = None, None, None, None
     for i, tau, sig, sig_next in grid.steps():
         den = D(xh, sig, tau)

@@ -48,9 +48,9 @@ def er_integrals(phi, sig_s: float, sig_t: float) -> tuple[float, float]:
     return float(half * np.sum(_GL_W * f)), float(half * np.sum(_GL_W * f * (sig - sig_s)))
 
 
-@register("er_sde", stochastic=True, brownian=True)
+@register("er_sde", stochastic=True)
 def er_sde(eps, sched, x, nfe, noise, *, order=3, noise_scale="er_sde", s_noise=1.0, spacing="karras",
-           timesteps=None):
+           timesteps=None, noise_sampler="gaussian"):
     """ER-SDE-Solver (Cui et al. 2023), order 3 by default (ER-SDE-Solver-3), noise-scale function er_sde (the
     paper's ER SDE 5) | ode | reverse_sde: N = nfe steps, the last (to 0) x = D."""
     if order not in (1, 2, 3):
@@ -61,7 +61,7 @@ def er_sde(eps, sched, x, nfe, noise, *, order=3, noise_scale="er_sde", s_noise=
     phi = NOISE_SCALES[noise_scale]
     grid, D = KGrid(sched, nfe, spacing, timesteps, nfe, 1, "er_sde"), Denoiser(eps, sched)
     xh = x * math.sqrt(1.0 + grid.sigmas[0] ** 2)
-    z = _noise(noise, xh, grid)
+    z = _noise(noise, xh, grid, noise_sampler)
     dens, sigs, d1_prev = [], [], None
     for i, tau, sig, sig_next in grid.steps():
         den = D(xh, sig, tau)
