@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,launchers]'
+	$(PY) -m pip install -q --no-deps k-diffusion==0.1.1.post1  # conformance reference (tests import its sampling module alone)
 	touch $(STAMP)
 
 ## demo: set up, then run DPM-Solver at 10 NFE on the embedded digits model (appends a row to results/leaderboard.csv)

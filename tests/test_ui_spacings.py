@@ -120,3 +120,19 @@ def test_sigmas_from_a_file(tmp_path):
     f.write_text("14.615, 6.475, 3.861\n1.886 0.963 0.399 0.152 0")
     taus = sigmas_to_timesteps(SD15, str(f))
     assert taus.size == 8 and taus[-1] == CLEAN
+
+
+def test_time_maps_of_k_diffusion_and_nfebench_differ_as_documented():
+    """docs/samplers.md (issue 28, point 6): k-diffusion's sigma -> t (log-sigma interpolation) and ours (log
+    alpha_bar) differ by up to ~0.1 timestep near t = 0.44 over the whole range, by ~0.03 on a 20-step Karras grid."""
+    import os
+    import sys
+
+    from tests.kdiffusion_ref import kdiffusion_sampling
+
+    kdiffusion_sampling()
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "studies"))
+    import time_maps
+
+    r = time_maps.compare(DIGITS)
+    assert 0.08 < r["max_dense"] < 0.12 and 0.3 < r["at_t"] < 0.6 and 0.02 < r["max_karras20"] < 0.04, r

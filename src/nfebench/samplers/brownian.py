@@ -46,14 +46,22 @@ def _mix(z: torch.Tensor) -> torch.Tensor:
     return z ^ _lsr(z, 31)
 
 
-def hashed_normal(keys: torch.Tensor, node: int, numel: int) -> torch.Tensor:
-    """[B, numel] float64 standard normals, a pure function of (keys[b], node, element index) (Box-Muller)."""
+def element_codes(numel: int, device="cpu") -> torch.Tensor:
+    """The hashed element indices 0..2 ceil(numel/2) - 1 (the same for every node and sample: computed once)."""
+    m = (numel + 1) // 2
+    return _mix(torch.arange(2 * m, dtype=torch.int64, device=device) * _GOLD)
+
+
+def hashed_normal(keys: torch.Tensor, node: int, numel: int, codes: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, numel] float64 standard normals, a pure function of (keys[b], node, element index): 53-bit uniforms from
+    splitmix64, both outputs of each Box-Muller pair used."""
+    codes = element_codes(numel, keys.device) if codes is None else codes
+    m = codes.numel() // 2
     base = _mix(keys + _i64(node * 0x632BE59BD9B4E019 + 1))  # [B]
-    idx = torch.arange(2 * numel, dtype=torch.int64, device=keys.device) * _GOLD
-    bits = _lsr(_mix(base[:, None] ^ _mix(idx)[None]), 11).double()  # 53 random bits
+    bits = _lsr(_mix(base[:, None] ^ codes[None]), 11).double()  # 53 random bits
     u = (bits + 0.5) * 2.0**-53  # in (0, 1)
-    u1, u2 = u[:, :numel], u[:, numel:]
-    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
+    r, a = torch.sqrt(-2.0 * torch.log(u[:, :m])), (2.0 * math.pi) * u[:, m:]
+    return torch.cat([r * torch.cos(a), r * torch.sin(a)], dim=1)[:, :numel]
 
 
 def seed_keys(seeds) -> torch.Tensor:
@@ -70,8 +78,9 @@ class BrownianTree:
         self.keys, self.shape, self.t0, self.t1 = keys, tuple(shape), float(t0), float(t1)
         self.numel = int(np.prod(self.shape)) if self.shape else 1
         self.dtype, self.device = dtype, device
+        self._codes = element_codes(self.numel, keys.device)
         zero = torch.zeros(len(keys), self.numel, dtype=torch.float64)
-        self._end = math.sqrt(self.t1 - self.t0) * hashed_normal(keys, 0, self.numel)
+        self._end = math.sqrt(self.t1 - self.t0) * hashed_normal(keys, 0, self.numel, self._codes)
         self._cache = {self.t0: zero, self.t1: self._end}
 
     def w(self, t: float) -> torch.Tensor:
@@ -82,7 +91,7 @@ class BrownianTree:
         a, b, wa, wb, node = self.t0, self.t1, self._cache[self.t0], self._end, 1
         for _ in range(DEPTH):
             m = 0.5 * (a + b)
-            wm = 0.5 * (wa + wb) + 0.5 * math.sqrt(b - a) * hashed_normal(self.keys, node, self.numel)
+            wm = 0.5 * (wa + wb) + 0.5 * math.sqrt(b - a) * hashed_normal(self.keys, node, self.numel, self._codes)
             if t == m:
                 a, wa = m, wm
                 break
