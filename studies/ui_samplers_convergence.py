@@ -1,6 +1,6 @@
 """Weak and strong convergence of issue 28's stochastic samplers on the exact-score 2-D Gaussian mixture.
 
-    PYTHONPATH=src OMP_NUM_THREADS=1 python studies/ui_samplers_convergence.py [weak] [strong]   # the tables of docs/convergence.md
+    PYTHONPATH=src OMP_NUM_THREADS=1 python studies/ui_samplers_convergence.py [weak] [strong] [dpmpp_sde_noise]   # the tables of docs/convergence.md
 
 Weak: the moment error of studies/weak_convergence.py (2 means, 3 second central moments against the exact ones) of
 N = 20000 samples vs NFE; its Monte-Carlo floor is printed. Strong: with noise_sampler=brownian every grid sees the
@@ -63,11 +63,25 @@ def label(name, opts):
     return name + (" (" + ", ".join(f"{k}={v}" for k, v in opts.items()) + ")" if opts else "")
 
 
-def main(parts=("weak", "strong")):
+def main(parts=("weak", "strong", "dpmpp_sde_noise")):
     if "weak" in parts:
         weak_table()
     if "strong" in parts:
         strong_table()
+    if "dpmpp_sde_noise" in parts:
+        dpmpp_sde_noise_table()
+
+
+def dpmpp_sde_noise_table(n=8000):
+    """dpmpp_sde's weak error with Gaussian and with Brownian noise (8000 samples, per-sample seeds 0..n-1)."""
+    gmm = W.mixture()
+    xt = torch.randn(n, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    print(f"| dpmpp_sde noise | NFE 49, 99, 199: moment error (N = {n}) |")
+    print("|---|---|")
+    for noise in ("gaussian", "brownian"):
+        errs = [W.moment_error(api.sample(gmm.eps, gmm.sched, xt, "dpmpp_sde", k, generator=PerSampleNoise(range(n)),
+                                          noise_sampler=noise), gmm) for k in (49, 99, 199)]
+        print(f"| {noise} | {', '.join(f'{e:.2e}' for e in errs)} |", flush=True)
 
 
 def weak_table():

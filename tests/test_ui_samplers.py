@@ -261,3 +261,57 @@ def test_sa_solver_equals_diffusers(monkeypatch, p, c, tau):
 def test_sa_solver_bad_tau(tau, match):
     with pytest.raises(SamplerError, match=match):
         api.sample(W.mixture().eps, SCHED, x_T(2), "sa_solver", 10, tau=tau)
+
+
+# --- the oracle: moments, weak and strong convergence (studies/ui_samplers_convergence.py, docs/convergence.md) ----
+
+# dpmpp_sde with its Brownian noise (k-diffusion's default): its two noises per step are overlapping increments of one
+# path; drawn independently (gaussian) its weak error is 2-7x larger (docs/convergence.md)
+ORACLE = [("euler_ancestral", {}, 400), ("dpmpp_2s_ancestral", {}, 199), ("dpmpp_sde", {"noise_sampler": "brownian"}, 199),
+          ("dpmpp_2m_sde", {}, 200), ("dpmpp_2m_sde", {"solver_type": "heun"}, 200), ("dpmpp_3m_sde", {}, 200),
+          ("er_sde", {}, 200), ("sa_solver", {}, 200), ("sa_solver", {"tau": 1.0}, 200)]
+
+
+@pytest.mark.parametrize("name,opts,nfe", ORACLE, ids=[f"{c[0]}-{c[1]}" for c in ORACLE])
+def test_new_stochastic_samplers_match_oracle_moments(name, opts, nfe):
+    """8000 samples have the mixture's mean and covariance within sampling error (|z| < 4.5), as the other
+    stochastic samplers (tests/test_stochastic_adaptive.py)."""
+    from tests.test_samplers_suite import _z_scores
+
+    gmm = W.mixture()
+    x = api.sample(gmm.eps, SCHED, x_T(8000, seed=10), name, nfe, generator=torch.Generator().manual_seed(11),
+                   **opts)
+    zm, zc = _z_scores(x, gmm)
+    assert zm < 4.5 and zc < 4.5, (zm, zc)
+
+
+@pytest.mark.parametrize("name,opts", [(c[0], c[1]) for c in ORACLE if c[1] != {"solver_type": "heun"}],
+                         ids=[f"{c[0]}-{c[1]}" for c in ORACLE if c[1] != {"solver_type": "heun"}])
+def test_new_stochastic_samplers_weak_error_falls_with_nfe(name, opts):
+    """The moment error (8000 samples) falls by 3x or more from 10 to 100 NFE (9 to 99 for the 2N - 1 ones)."""
+    odd = name in ("dpmpp_sde", "dpmpp_2s_ancestral")
+    e_low, _ = W.run(name, opts, 9 if odd else 10, n=8000)
+    e_high, _ = W.run(name, opts, 99 if odd else 100, n=8000)
+    assert e_high < e_low / 3, (e_low, e_high)
+
+
+@pytest.mark.parametrize("name", ["euler_ancestral", "dpmpp_2m_sde", "sa_solver"] +
+                         [pytest.param(n, marks=pytest.mark.slow) for n in ("dpmpp_sde", "er_sde", "dpmpp_3m_sde")])
+def test_brownian_noise_makes_strong_error_fall(name):
+    """With noise_sampler=brownian the samples converge pathwise: the rms error against the same sampler on a
+    160-step grid (same Brownian paths) falls by 2x or more from 10 to 40 NFE; with gaussian noise (fresh draws on
+    every grid) it does not fall (the control)."""
+    gmm = W.mixture()
+    xt = x_T(100, seed=4)
+    opts = {"tau": 1.0} if name == "sa_solver" else {}
+    odd = name == "dpmpp_sde"
+
+    def run(k, noise):
+        return api.sample(gmm.eps, SCHED, xt, name, 2 * k - 1 if odd else k, generator=PerSampleNoise(range(100)),
+                          noise_sampler=noise, **opts)
+
+    ref = run(160, "brownian")
+    err = lambda x: float((x - ref).pow(2).sum(1).mean().sqrt())  # noqa: E731
+    assert err(run(40, "brownian")) < err(run(10, "brownian")) / 2
+    ref = run(160, "gaussian")
+    assert err(run(40, "gaussian")) > 0.5 * err(run(10, "gaussian"))
