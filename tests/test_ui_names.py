@@ -95,3 +95,24 @@ def test_ui_config_is_the_documented_algorithm(ui):
         kw = {}
     ref = getattr(K, kd_fn)(model, x0, torch.tensor(sig, dtype=torch.float64), disable=True, **kw)
     assert float((ours - ref).abs().max() / ref.abs().max()) < 1e-9
+
+
+def test_cli_runs_a_ui_name_with_a_sigma_list_and_brownian_noise(tmp_path):
+    """One CLI run: sampler=ui/dpmpp_2m_sde_karras (Brownian noise) with a published-style sigma list on the oracle;
+    the row records the options; a bad list is one line and exit 2, nothing written."""
+    import pandas as pd
+
+    from tests.test_cli import error_lines, run_cli
+
+    res = tmp_path / "res"
+    sig = "[80.0,20.0,5.0,1.0,0.2,0.05,0.0]"
+    r = run_cli("model=gmm_digits", f"results_dir={res}", "sampler=ui/dpmpp_2m_sde_karras", f"sigmas={sig}",
+                "nfe=6", "num_samples=8", "metrics=none")
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = pd.read_csv(res / "leaderboard.csv").iloc[0]
+    assert (row.sampler, row.nfe_used) == ("dpmpp_2m_sde", 6)
+    assert "brownian" in row.sampler_options and "80.0" in row.sampler_options
+    r = run_cli("model=gmm_digits", f"results_dir={tmp_path / 'bad'}", "sampler=ui/euler_a", "sigmas=[80.0,90.0,0.0]",
+                "nfe=2", "num_samples=8", "metrics=none")
+    assert r.returncode == 2 and error_lines(r) and "strictly decreasing" in error_lines(r)[0]
+    assert not (tmp_path / "bad" / "leaderboard.csv").exists()
