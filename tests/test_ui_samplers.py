@@ -267,7 +267,8 @@ def test_sa_solver_bad_tau(tau, match):
 
 # dpmpp_sde with its Brownian noise (k-diffusion's default): its two noises per step are overlapping increments of one
 # path; drawn independently (gaussian) its weak error is 2-7x larger (docs/convergence.md)
-ORACLE = [("euler_ancestral", {}, 400), ("dpmpp_2s_ancestral", {}, 199), ("dpmpp_sde", {"noise_sampler": "brownian"}, 199),
+ORACLE = [("euler_ancestral", {}, 400), ("dpmpp_2s_ancestral", {}, 199),
+          ("dpmpp_sde", {"noise_sampler": "brownian"}, 199),
           ("dpmpp_2m_sde", {}, 200), ("dpmpp_2m_sde", {"solver_type": "heun"}, 200), ("dpmpp_3m_sde", {}, 200),
           ("er_sde", {}, 200), ("sa_solver", {}, 200), ("sa_solver", {"tau": 1.0}, 200)]
 

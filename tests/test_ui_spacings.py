@@ -83,7 +83,8 @@ def test_ays_svd_on_a_ve_schedule():
     assert np.allclose(got, AYS_SIGMAS["svd"], rtol=1e-12)
 
 
-@pytest.mark.parametrize("sched", [DIGITS, VPLinear(), VE(0.002, 80.0), SD15], ids=["discrete", "vp_linear", "ve", "sd15"])
+@pytest.mark.parametrize("sched", [DIGITS, VPLinear(), VE(0.002, 80.0), SD15],
+                         ids=["discrete", "vp_linear", "ve", "sd15"])
 @pytest.mark.parametrize("spacing", [s for s in UI_SPACINGS if s != "ays"])
 def test_every_new_spacing_on_every_schedule_kind(sched, spacing):
     ts = sched.timesteps(8, spacing)

@@ -132,10 +132,11 @@ def validate(cfg: DictConfig | dict) -> Point:
                                or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels)):
         raise ConfigError(f"class_labels must be null or a non-empty list of integers, got {labels!r}")
     results_dir, tuned = Path(c.get("results_dir", "results")), None
-    if opts.get("spacing") == "tuned":
+    if opts.get("spacing") in ("tuned", "gits"):  # a grid cached by nfebench.tune (gits: tune.method=gits)
         from .tuning import load_tuned
 
-        tuned, opts = load_tuned(results_dir, c["model"].get("name", "model"), name, opts, nfe)
+        tuned, opts = load_tuned(results_dir, c["model"].get("name", "model"), name, opts, nfe,
+                                 "gits" if opts["spacing"] == "gits" else "ld3")
     return Point(cfg=c, model=dict(c["model"]), sampler=name, sampler_options=opts, dataset=dict(c["dataset"]),
                  metrics=dict(c["metrics"]), nfe=nfe, num_samples=_positive_int(c, "num_samples"),
                  batch_size=_positive_int(c, "batch_size"), seed=int(c.get("seed", 0)),

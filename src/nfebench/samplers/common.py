@@ -89,8 +89,8 @@ def as_noise(generator) -> Noise:
 
 
 def check_spacing(spacing: str) -> str:
-    if spacing == "tuned":
-        raise SamplerError("spacing 'tuned' is a cached grid the CLI passes as timesteps (python -m nfebench.tune "
+    if spacing in ("tuned", "gits"):
+        raise SamplerError(f"spacing {spacing!r} is a cached grid the CLI passes as timesteps (python -m nfebench.tune "
                            "makes it); in Python pass timesteps=nfebench.tune(...)")
     if spacing not in ALL_SPACINGS:
         raise SamplerError(f"unknown spacing {spacing!r}; allowed: {', '.join(ALL_SPACINGS)}")

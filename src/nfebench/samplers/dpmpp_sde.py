@@ -11,7 +11,8 @@ Grid: N evaluation points of `spacing` (karras by default) then sigma = 0, as k-
       sigma_up = min(sigma_next, eta sigma_next sqrt(1 - sigma_next^2 / sigma^2))  (eta = 1: DDPM's posterior std).
   euler_ancestral     x <- x + (sigma_down - sigma) (x - D) / sigma, then + s_noise sigma_up z.
   dpmpp_2s_ancestral  DPM-Solver++(2S) (r = 1/2) from t to t_down = -log sigma_down: u = (sigma_mid/sigma) x -
-                      (e^{-h/2} - 1) D, x <- (sigma_down/sigma) x - (e^{-h} - 1) D(u, sigma_mid); Euler on the last step.
+                      (e^{-h/2} - 1) D, x <- (sigma_down/sigma) x - (e^{-h} - 1) D(u, sigma_mid); Euler on the last
+                      step.
   dpmpp_sde           DPM-Solver++ SDE with r (default 1/2): an ancestral first-order step to the intermediate
                       point s = t + r h (noise over sigma -> sigma_s), the model there, then the ancestral step from t
                       to t_next with D_d = (1 - 1/(2r)) D + 1/(2r) D(u) (noise over sigma -> sigma_next).
@@ -19,7 +20,8 @@ Grid: N evaluation points of `spacing` (karras by default) then sigma = 0, as k-
                       x <- (sigma_next/sigma) e^{-eta h} x + (1 - e^{-(1+eta) h}) D + second-order term + sigma_next
                       sqrt(1 - e^{-2 eta h}) s_noise z; the second-order term from the previous D,
                       midpoint: 0.5 (1 - e^{-(1+eta)h}) (D - D_prev) / r, heun: (1 - (1 - e^{-(1+eta)h}) /
-                      ((1+eta)h)) (D - D_prev) / r, as k-diffusion; r = h_prev / h. The last step (to sigma = 0) is x = D.
+                      ((1+eta)h)) (D - D_prev) / r, as k-diffusion; r = h_prev / h. The last step (to sigma = 0)
+                      is x = D.
   dpmpp_3m_sde        k-diffusion's third-order multistep SDE: with h_eta = (1 + eta) h,
                       x <- e^{-h_eta} x + (1 - e^{-h_eta}) D + phi_2 D1 - phi_3 D2, phi_2 = (e^{-h_eta} - 1)/h_eta + 1,
                       phi_3 = phi_2/h_eta - 1/2, D1, D2 the backward differences of DPM-Solver++(3M) with k-diffusion's
