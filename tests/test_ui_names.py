@@ -116,3 +116,18 @@ def test_cli_runs_a_ui_name_with_a_sigma_list_and_brownian_noise(tmp_path):
                 "nfe=2", "num_samples=8", "metrics=none")
     assert r.returncode == 2 and error_lines(r) and "strictly decreasing" in error_lines(r)[0]
     assert not (tmp_path / "bad" / "leaderboard.csv").exists()
+
+
+def test_recommend_takes_ui_names_and_the_new_samplers_as_candidates():
+    """conf/recommend.yaml's default candidates include the new samplers; a UI name is a candidate too."""
+    from omegaconf import OmegaConf as O
+
+    from nfebench.recommend import candidates
+
+    defaults = O.load(CONF / "recommend.yaml")["samplers"]
+    assert {"euler_ancestral", "dpmpp_2m_sde", "dpmpp_3m_sde", "dpmpp_sde", "er_sde", "sa_solver"} <= set(defaults)
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        c = O.to_container(compose(config_name="config", overrides=["model=gmm_digits", "nfe=10"]), resolve=False)
+    c["model"] = {"kind": "gmm", "name": "gmm_digits"}
+    cands = candidates(c, ["ui/dpmpp_2m_karras", "ui/euler_a", "sa_solver"], tune=False)
+    assert [x["cfg"]["sampler"]["name"] for x in cands] == ["dpmpp_2m_sde", "euler_ancestral", "sa_solver"]

@@ -34,11 +34,14 @@ CSV_COLUMNS = ["rank", "candidate", "sampler", "spacing", "fid", "fid_ci_low", "
 
 
 def _sampler_defaults(name: str) -> dict:
-    """The sampler's conf/sampler/<name>.yaml (its benchmark defaults), or just its name when it has none."""
+    """The sampler's conf/sampler/<name>.yaml (its benchmark defaults), or just its name when it has none; a UI name
+    `ui/NAME` is its conf/sampler/ui/NAME.yaml (docs/samplers.md, "Names people know")."""
     from .samplers import get_sampler
 
-    get_sampler(name)  # an unknown name: one line listing the registered samplers
     path = CONF_DIR / "sampler" / f"{name}.yaml"
+    if name.startswith("ui/") and path.is_file():
+        return OmegaConf.to_container(OmegaConf.load(path))
+    get_sampler(name)  # an unknown name: one line listing the registered samplers
     return OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else {"name": name}
 
 
@@ -66,9 +69,12 @@ def _settings(c: dict) -> tuple[list[str], bool, dict, int]:
     return samplers, tune, tuning, n_boot
 
 
-def candidates(c: dict, samplers: list[str], tune: bool) -> list[dict]:
+def candidates(c: dict, samplers: list[str], tune: bool, method: str = "ld3") -> list[dict]:
     """One config per candidate: {"cfg": the run's config, "tuned": bool}; every one validated (nothing runs when
-    one is bad). With tune, a tunable sampler comes twice: its default grid, then spacing=tuned."""
+    one is bad). With tune, a tunable sampler comes twice: its default grid, then spacing=tuned (method gits:
+    spacing=gits)."""
+    from .tuning import SPACING_OF_METHOD
+
     from .run import validate
     from .samplers import SamplerError
     from .tuning import check_tunable
@@ -84,7 +90,8 @@ def candidates(c: dict, samplers: list[str], tune: bool) -> list[dict]:
             check_tunable(p.sampler, p.nfe, p.sampler_options)
         except SamplerError:  # no explicit grid, or stochastic: the default only
             continue
-        out.append({"cfg": {**cfg, "sampler": {**cfg["sampler"], "spacing": "tuned"}}, "tuned": True})
+        out.append({"cfg": {**cfg, "sampler": {**cfg["sampler"], "spacing": SPACING_OF_METHOD[method]}},
+                    "tuned": True})
     return out
 
 
@@ -196,7 +203,7 @@ def recommend(cfg: DictConfig | dict, progress: bool = True, command: str = "pyt
     samplers, tune, tuning, n_boot = _settings(c)
     if not (c.get("metrics") or {}).get("fid"):
         raise ConfigError("recommend ranks by FID: metrics.fid must be true (metrics=default or inception)")
-    cands = candidates(c, samplers, tune)
+    cands = candidates(c, samplers, tune, tuning["method"])
     results_dir = Path(c.get("results_dir", "results"))
     check_writable(results_dir)
     ids, tuning_seconds = [], {}
