@@ -35,6 +35,8 @@ reproduce: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m nfebench -m experiment=survey_cifar10 sampler=ddpm sampler.spacing=elbo model=gmm_digits
 	OMP_NUM_THREADS=1 $(PY) -m nfebench -m experiment=survey_cifar10 sampler=rk45,ggf nfe=1000 model=digits_ddpm,gmm_digits hydra/launcher=joblib hydra.launcher.n_jobs=2
 	OMP_NUM_THREADS=1 $(PY) -m nfebench -m experiment=survey_cifar10 sampler=dpm sampler.method=adaptive sampler.order=2,3 nfe=1000 model=digits_ddpm,gmm_digits hydra/launcher=joblib hydra.launcher.n_jobs=2
+	OMP_NUM_THREADS=1 $(PY) -m nfebench -m experiment=survey_cifar10 sampler=euler_ancestral,dpmpp_2s_ancestral,dpmpp_sde,dpmpp_2m_sde,dpmpp_3m_sde,er_sde,sa_solver model=digits_ddpm,gmm_digits hydra/launcher=joblib hydra.launcher.n_jobs=2
+	OMP_NUM_THREADS=1 $(PY) -m nfebench -m experiment=survey_cifar10 sampler=ui/dpmpp_2m_karras,ui/dpmpp_2m_sde_karras,ui/dpmpp_3m_sde_exponential,ui/euler_a hydra/launcher=joblib hydra.launcher.n_jobs=2
 	OMP_NUM_THREADS=1 $(PY) -m nfebench -m experiment=nll_vs_k hydra/launcher=joblib hydra.launcher.n_jobs=2
 	$(PY) -m nfebench.report --results results
 

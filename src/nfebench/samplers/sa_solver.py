@@ -86,7 +86,7 @@ def sa_update(x, x_s_sigma, alpha_t, sigma_t, lam_t, h, tau, nodes, outputs, xi,
 
 
 @register("sa_solver", stochastic=True)
-def sa_solver(eps, sched, x, nfe, noise, *, predictor_order=2, corrector_order=2, tau=(200, 800),
+def sa_solver(eps, sched, x, nfe, noise, *, predictor_order=2, corrector_order=2, tau=[200, 800],  # noqa: B006
               lower_order_final=True, spacing="uniform", timesteps=None, noise_sampler="gaussian"):
     """SA-Solver (Xue et al. 2023): stochastic Adams predictor (order 1-4) and corrector (order 1-4) in lambda, data
     prediction; tau a number or an interval [lo, hi] of timesteps where tau = 1 (default [200, 800], the paper's and
