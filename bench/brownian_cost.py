@@ -88,7 +88,7 @@ def main(argv=None):
     print(f"| {med['bare']:.2f} | {med['gaussian_noise']:.3f} | {med['brownian_noise']:.3f} | "
           f"{out['brownian_noise_over_network']:.1%} | {med['gaussian_sampler']:.2f} | {med['brownian_sampler']:.2f} |")
     if a.json:
-        write_json(a.json, out)
+        write_json(a.json, a, out)
 
 
 if __name__ == "__main__":
