@@ -221,7 +221,7 @@ def test_gits_dynamic_program_is_the_cheapest_path():
         assert tuple(path) == brute[1] and np.isclose(sum(cost[a, b] for a, b in zip(path[:-1], path[1:])), brute[0])
 
 
-@pytest.mark.parametrize("sampler,nfe", [("ipndm", 5), ("euler", 6)])
+@pytest.mark.parametrize("sampler,nfe", [("ipndm", 5), pytest.param("euler", 6, marks=pytest.mark.slow)])
 def test_gits_grid_beats_the_default_grid_on_held_out_noise(sampler, nfe):
     """GITS' grid (tuned on 32 noise samples) is a valid grid in the sampler's layout within the budget, and lands
     closer to the held-out teacher solution than the sampler's default grid; tuning cost reported in NFE and s."""
