@@ -131,3 +131,22 @@ def test_recommend_takes_ui_names_and_the_new_samplers_as_candidates():
     c["model"] = {"kind": "gmm", "name": "gmm_digits"}
     cands = candidates(c, ["ui/dpmpp_2m_karras", "ui/euler_a", "sa_solver"], tune=False)
     assert [x["cfg"]["sampler"]["name"] for x in cands] == ["dpmpp_2m_sde", "euler_ancestral", "sa_solver"]
+
+
+def test_runner_records_sigmas_and_takes_ays_model_from_the_model_config():
+    """validate(): the top-level sigmas / ays_model are recorded with the sampler's options where set (old run keys
+    unchanged where not); spacing=ays takes the model config's ays_model by default."""
+    from nfebench.run import run_key, validate
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        base = OmegaConf.to_container(compose(config_name="config", overrides=["sampler=euler_ancestral"]),
+                                      resolve=False)
+    base["model"] = {"kind": "gmm", "name": "gmm_digits"}
+    p = validate(base)
+    assert "sigmas" not in p.sampler_options and "ays_model" not in p.sampler_options
+    legacy = {k: v for k, v in base.items() if k not in ("sigmas", "ays_model")}
+    assert run_key(validate(legacy)) == run_key(p)  # configs from before issue 28 keep their run ids
+    p = validate({**base, "sigmas": [80.0, 1.0, 0.0]})
+    assert p.sampler_options["sigmas"] == [80.0, 1.0, 0.0]
+    ays = {**base, "sampler": {**base["sampler"], "spacing": "ays"}, "model": {**base["model"], "ays_model": "sdxl"}}
+    assert validate(ays).sampler_options["ays_model"] == "sdxl"
