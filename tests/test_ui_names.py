@@ -44,12 +44,14 @@ UI = {
     "euler_a": ("euler_ancestral", {"eta": 1.0, "spacing": "uniform"}, "gaussian", "sample_euler_ancestral"),
     "euler": ("euler", {"spacing": "uniform"}, "gaussian", "sample_euler"),
     "heun": ("heun", {"spacing": "uniform"}, "gaussian", "sample_heun"),
+    "dpm2": ("dpm_2", {"spacing": "uniform"}, "gaussian", "sample_dpm_2"),
+    "lms": ("lms", {"order": 4, "spacing": "uniform"}, "gaussian", "sample_lms"),
     "ddim": ("ddim", {"eta": 0.0, "spacing": "uniform"}, "gaussian", None),
     "unipc": ("unipc", {"order": 3, "variant": "bh1"}, "gaussian", None),
     "er_sde": ("er_sde", {"order": 3, "noise_scale": "er_sde"}, "gaussian", None),
     "sa_solver": ("sa_solver", {"predictor_order": 2, "corrector_order": 2, "tau": [200, 800]}, "gaussian", None),
 }
-TWO_EVALS = ("dpmpp_sde", "dpmpp_2s_ancestral", "heun")
+TWO_EVALS = ("dpmpp_sde", "dpmpp_2s_ancestral", "heun", "dpm_2")
 
 
 def test_every_ui_config_is_in_the_table():

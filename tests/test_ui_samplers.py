@@ -69,6 +69,9 @@ KD_CASES = [
     ("dpmpp_2m_sde", {"eta": 0.0}, "sample_dpmpp_2m", {}, 10, 10),  # "DPM++ 2M" (Karras): the eta = 0 twin
     ("dpmpp_3m_sde", {}, "sample_dpmpp_3m_sde", {}, 10, 10),
     ("dpmpp_3m_sde", {"eta": 0.0, "spacing": "exponential"}, "sample_dpmpp_3m_sde", {"eta": 0.0}, 12, 12),
+    ("dpm_2", {}, "sample_dpm_2", {}, 11, 6),  # "DPM2"
+    ("lms", {}, "sample_lms", {}, 10, 10),  # "LMS", order 4
+    ("lms", {"order": 2, "spacing": "uniform"}, "sample_lms", {"order": 2}, 10, 10),
 ]
 
 
@@ -86,7 +89,8 @@ def test_conformance_with_k_diffusion(name, opts, kd_fn, kd_opts, nfe, points):
     model = kd_model(gmm.eps)
     ns = PerSampleNoise(SEEDS)
     x0 = xt * math.sqrt(1 + sig[0] ** 2)
-    kw = {} if kd_fn == "sample_dpmpp_2m" else {"noise_sampler": lambda s, sn: ns.randn_like(x0)}
+    deterministic = ("sample_dpmpp_2m", "sample_dpm_2", "sample_lms")
+    kw = {} if kd_fn in deterministic else {"noise_sampler": lambda s, sn: ns.randn_like(x0)}
     ref = getattr(K, kd_fn)(lambda x, s: calls.append(1) or model(x, s), x0, torch.tensor(sig, dtype=torch.float64),
                             disable=True, **kw, **kd_opts)
     assert used == len(calls) <= nfe
