@@ -11,7 +11,6 @@ noise_sampler=gaussian the same number does not fall (fresh noise per grid): pri
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 
