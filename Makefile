@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,launchers,t2i]'
+	$(PY) -m pip install -q --no-deps k-diffusion==0.1.1.post1  # conformance reference (tests import its sampling module alone)
 	touch $(STAMP)
 
 ## demo: set up, then run DPM-Solver at 10 NFE on the embedded digits model (appends a row to results/leaderboard.csv)
@@ -39,6 +40,8 @@ reproduce: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m nfebench -m experiment=survey_cifar10 sampler=ddpm sampler.spacing=elbo model=gmm_digits
 	OMP_NUM_THREADS=1 $(PY) -m nfebench -m experiment=survey_cifar10 sampler=rk45,ggf nfe=1000 model=digits_ddpm,gmm_digits hydra/launcher=joblib hydra.launcher.n_jobs=2
 	OMP_NUM_THREADS=1 $(PY) -m nfebench -m experiment=survey_cifar10 sampler=dpm sampler.method=adaptive sampler.order=2,3 nfe=1000 model=digits_ddpm,gmm_digits hydra/launcher=joblib hydra.launcher.n_jobs=2
+	OMP_NUM_THREADS=1 $(PY) -m nfebench -m experiment=survey_cifar10 sampler=euler_ancestral,dpmpp_2s_ancestral,dpmpp_sde,dpmpp_2m_sde,dpmpp_3m_sde,er_sde,sa_solver model=digits_ddpm,gmm_digits hydra/launcher=joblib hydra.launcher.n_jobs=2
+	OMP_NUM_THREADS=1 $(PY) -m nfebench -m experiment=survey_cifar10 sampler=ui/dpmpp_2m_karras,ui/dpmpp_2m_sde_karras,ui/dpmpp_3m_sde_exponential,ui/euler_a hydra/launcher=joblib hydra.launcher.n_jobs=2
 	OMP_NUM_THREADS=1 $(PY) -m nfebench -m experiment=nll_vs_k hydra/launcher=joblib hydra.launcher.n_jobs=2
 	# flow section (issue 26): digits_flow beside digits_ddpm, same seeds (paired), NFE 5-50; their ODE NLLs
 	OMP_NUM_THREADS=1 $(PY) -m nfebench -m experiment=flow_vs_ddpm hydra/launcher=joblib hydra.launcher.n_jobs=2

@@ -32,8 +32,9 @@ MIN_WITH_DEFAULTS = {"restart": 11}  # 2 main Heun steps + the default restarts'
 
 def expected_nfe(name: str, nfe: int) -> int:
     """What each algorithm can spend within a budget: everything, except the Heun-based samplers (a Heun pass to
-    sigma = 0 spends 2N - 1, restart 2N - 1 + 8 by default: odd)."""
-    return nfe - (1 - nfe % 2) if name in ("heun", "edm_stochastic", "restart") else nfe
+    sigma = 0 spends 2N - 1, restart 2N - 1 + 8 by default: odd; so do the two-evaluation DPM++ 2S a and SDE)."""
+    odd = ("heun", "edm_stochastic", "restart", "dpmpp_2s_ancestral", "dpmpp_sde", "dpm_2")
+    return nfe - (1 - nfe % 2) if name in odd else nfe
 
 
 class Counting:

@@ -197,3 +197,43 @@ def test_report_labels_tuned_rows_by_spacing_not_by_each_budgets_grid_hash():
     opts = [{"spacing": "logsnr"}, {"spacing": "tuned", "tuned_grid": "a1"}, {"spacing": "tuned", "tuned_grid": "b2"}]
     df = pd.DataFrame({"sampler": ["dpmpp"] * 3, "options": opts, "guidance_scale": [None] * 3})
     assert variant_labels(df) == ["dpmpp (spacing=logsnr)", "dpmpp (spacing=tuned)", "dpmpp (spacing=tuned)"]
+
+
+# --- method=gits (Chen et al. 2024): dynamic programming over the teacher trajectory's local errors (issue 28) ------
+
+def test_gits_dynamic_program_is_the_cheapest_path():
+    """min_cost_path against brute force over every increasing path with the given number of steps."""
+    from itertools import combinations
+
+    from nfebench.tuning import min_cost_path
+
+    rng = np.random.default_rng(0)
+    G = 9
+    cost = np.triu(rng.uniform(0.1, 1.0, (G, G)), 1)
+    cost[cost == 0] = np.inf
+    for steps in (1, 3, 5, 8):
+        brute = min((sum(cost[a, b] for a, b in zip(p[:-1], p[1:])), p)
+                    for p in ((0, *mid, G - 1) for mid in combinations(range(1, G - 1), steps - 1)))
+        path = min_cost_path(cost, steps)
+        assert tuple(path) == brute[1] and np.isclose(sum(cost[a, b] for a, b in zip(path[:-1], path[1:])), brute[0])
+
+
+@pytest.mark.parametrize("sampler,nfe", [("ipndm", 5), pytest.param("euler", 6, marks=pytest.mark.slow)])
+def test_gits_grid_beats_the_default_grid_on_held_out_noise(sampler, nfe):
+    """GITS' grid (tuned on 32 noise samples) is a valid grid in the sampler's layout within the budget, and lands
+    closer to the held-out teacher solution than the sampler's default grid; tuning cost reported in NFE and s."""
+    m = oracle()
+    grid, info = nfebench.tune(m, m.betas, sampler, nfe, noise(32, 0), method="gits", return_info=True)
+    points, clean = LAYOUTS[sampler](nfe)
+    assert len(grid) == points + clean and grid[0] == 999 and np.all(np.diff(grid) < 0)
+    assert info["method"] == "gits" and info["tuning_nfe"] > 0 and info["teacher_nfe"] >= 200 and info["seconds"] > 0
+    x, x_ref = held_out(clean)
+    tuned, used = nfebench.sample(m, m.betas, x, sampler, nfe, timesteps=grid, return_nfe=True)
+    default = nfebench.sample(m, m.betas, x, sampler, nfe)
+    assert used <= nfe and rms(tuned, x_ref) < rms(default, x_ref), (rms(tuned, x_ref), rms(default, x_ref))
+
+
+def test_gits_bad_method_is_a_one_line_error():
+    m = oracle()
+    with pytest.raises(SamplerError, match="unknown tuning method 'lbfgs'; allowed: ld3, gits"):
+        nfebench.tune(m, m.betas, "dpmpp", 5, noise(4, 0), method="lbfgs")

@@ -83,7 +83,8 @@ def check_group_choices(args: list[str]) -> str | None:
         key, sep, value = arg.lstrip("+~").partition("=")
         if not sep or key not in GROUPS or value in ("null", ""):
             continue
-        allowed = sorted(p.stem for p in (CONF_DIR / key).glob("*.yaml"))
+        allowed = sorted(p.relative_to(CONF_DIR / key).with_suffix("").as_posix()  # sampler=ui/NAME: a subfolder
+                         for p in (CONF_DIR / key).rglob("*.yaml"))
         for choice in value.split(","):
             if choice not in allowed:
                 return f"unknown {key} {choice!r}; allowed: {', '.join(allowed)}"

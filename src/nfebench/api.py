@@ -10,7 +10,7 @@ import torch
 from .models.base import EpsModel
 from .models.parametrization import EpsAdapter, check_guidance
 from .samplers import CountedEps, SamplerError, get_sampler
-from .samplers.common import as_noise
+from .samplers.common import COMMON_OPTIONS, apply_common_options, as_noise
 from .schedules import Schedule, as_schedule
 
 
@@ -74,19 +74,23 @@ def sample(model_fn: Callable, betas_or_schedule, x_T: torch.Tensor, sampler: st
     at null_class. One guided evaluation counts as one NFE (two network passes, batched as one forward of 2B).
     generator: None, a torch.Generator, or a nfebench.samplers.PerSampleNoise (batch-size-independent noise).
     options: the sampler's own options (see nfebench.samplers.SAMPLERS[name].options); unknown ones are errors.
+    Every sampler also takes sigmas (an explicit grid in EDM sigma, a list or a file; the last may be 0, clean data),
+    ays_model (sd15 | sdxl | svd, the list of spacing="ays"); docs/samplers.md.
     Returns x_0 (and the number of evaluations spent if return_nfe=True).
     """
     spec = get_sampler(sampler)
+    common = {k: options.pop(k) for k in COMMON_OPTIONS if k in options}
     opts = spec.check_options(options)
     check_nfe(nfe, spec.min_nfe, sampler)
     sched = as_schedule(betas_or_schedule)
+    opts, noise = apply_common_options(spec, sched, opts, as_noise(generator), **common)
     y = check_guidance(class_labels, guidance_scale, null_class, x_T.shape[0])
     eps_fn = as_eps(model_fn, sched, prediction_type, variance_type)
     eps = CountedEps(eps_fn if y is None else partial(eps_fn, class_labels=y, guidance_scale=guidance_scale,
                                                       null_class=null_class), budget=nfe)
     with torch.no_grad():
         start = None if opts.get("timesteps") is None else float(list(opts["timesteps"])[0])
-        x0 = spec.fn(eps, sched, to_vp_frame(x_T, sched, start), nfe, as_noise(generator), **opts)
+        x0 = spec.fn(eps, sched, to_vp_frame(x_T, sched, start), nfe, noise, **opts)
     return (x0, eps.calls) if return_nfe else x0
 
 

@@ -41,11 +41,14 @@ RANK_BY = ("fid", "ode_error")
 
 
 def _sampler_defaults(name: str) -> dict:
-    """The sampler's conf/sampler/<name>.yaml (its benchmark defaults), or just its name when it has none."""
+    """The sampler's conf/sampler/<name>.yaml (its benchmark defaults), or just its name when it has none; a UI name
+    `ui/NAME` is its conf/sampler/ui/NAME.yaml (docs/samplers.md, "Names people know")."""
     from .samplers import get_sampler
 
-    get_sampler(name)  # an unknown name: one line listing the registered samplers
     path = CONF_DIR / "sampler" / f"{name}.yaml"
+    if name.startswith("ui/") and path.is_file():
+        return OmegaConf.to_container(OmegaConf.load(path))
+    get_sampler(name)  # an unknown name: one line listing the registered samplers
     return OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else {"name": name}
 
 
@@ -76,9 +79,12 @@ def _settings(c: dict) -> tuple[list[str], bool, dict, int, str]:
     return samplers, tune, tuning, n_boot, rank_by
 
 
-def candidates(c: dict, samplers: list[str], tune: bool) -> list[dict]:
+def candidates(c: dict, samplers: list[str], tune: bool, method: str = "ld3") -> list[dict]:
     """One config per candidate: {"cfg": the run's config, "tuned": bool}; every one validated (nothing runs when
-    one is bad). With tune, a tunable sampler comes twice: its default grid, then spacing=tuned."""
+    one is bad). With tune, a tunable sampler comes twice: its default grid, then spacing=tuned (method gits:
+    spacing=gits)."""
+    from .tuning import SPACING_OF_METHOD
+
     from .run import validate
     from .samplers import SamplerError
     from .tuning import check_tunable
@@ -94,7 +100,8 @@ def candidates(c: dict, samplers: list[str], tune: bool) -> list[dict]:
             check_tunable(p.sampler, p.nfe, p.sampler_options)
         except SamplerError:  # no explicit grid, or stochastic: the default only
             continue
-        out.append({"cfg": {**cfg, "sampler": {**cfg["sampler"], "spacing": "tuned"}}, "tuned": True})
+        out.append({"cfg": {**cfg, "sampler": {**cfg["sampler"], "spacing": SPACING_OF_METHOD[method]}},
+                    "tuned": True})
     return out
 
 
@@ -232,7 +239,7 @@ def recommend(cfg: DictConfig | dict, progress: bool = True, command: str = "pyt
         raise ConfigError("recommend ranks by FID: metrics.fid must be true (metrics=default or inception)")
     if rank_by == "ode_error" and not (c.get("metrics") or {}).get("ode_error"):
         raise ConfigError("rank_by=ode_error needs metrics.ode_error=true")
-    cands = candidates(c, samplers, tune)
+    cands = candidates(c, samplers, tune, tuning["method"])
     results_dir = Path(c.get("results_dir", "results"))
     check_writable(results_dir)
     ids, tuning_seconds = [], {}

@@ -45,6 +45,7 @@ from .paths import portable
 from .api import check_nfe, dry_run, to_vp_frame
 from .samplers import CountedEps, PerSampleNoise, SamplerError, get_sampler
 from .needs import RESOLVERS, prepare
+from .samplers.common import COMMON_OPTIONS, apply_common_options
 from .runtime import begin
 from .shards import parse_shard, run_shard
 from .storage import options as storage_options
@@ -63,7 +64,7 @@ class RunFailed(RuntimeError):
 NON_KEY_FIELDS = ("results_dir", "device", "batch_size", "force", "shard", "storage")
 # Config keys added after rows were recorded: at these defaults they are left out of the key, so earlier run ids
 # (and the rows already in a leaderboard, which make reproduce skips) stay valid. None: top-level keys.
-LATER_DEFAULTS = {None: {"guidance_scale": None, "class_labels": None,
+LATER_DEFAULTS = {None: {"guidance_scale": None, "class_labels": None, **COMMON_OPTIONS,
                          "prompts": None, "negative_prompt": None, "guidance_interval": None},  # issue 22
                   "model": {"prediction_type": None, "variance_type": None, "schedule": None,
                             "num_classes": None, "null_class": None, "conditional": False,
@@ -124,6 +125,12 @@ def validate(cfg: DictConfig | dict) -> Point:
     name = sampler_cfg.pop("name")
     spec = get_sampler(name)
     opts = spec.check_options(sampler_cfg)
+    # the options every sampler takes (top-level keys sigmas, ays_model, noise_sampler): recorded with the sampler's
+    # own where they differ from their defaults; spacing=ays takes its list from the model's config by default
+    common = {k: c.get(k, default) for k, default in COMMON_OPTIONS.items()}
+    if opts.get("spacing") == "ays" and common["ays_model"] is None:
+        common["ays_model"] = dict(c["model"]).get("ays_model")
+    opts.update({k: v for k, v in common.items() if v != COMMON_OPTIONS[k]})
     nfe = c.get("nfe")
     check_nfe(nfe, spec.min_nfe, name)
     w, labels = c.get("guidance_scale"), c.get("class_labels")
@@ -133,10 +140,11 @@ def validate(cfg: DictConfig | dict) -> Point:
                                or not all(isinstance(v, int) and not isinstance(v, bool) for v in labels)):
         raise ConfigError(f"class_labels must be null or a non-empty list of integers, got {labels!r}")
     results_dir, tuned = Path(c.get("results_dir", "results")), None
-    if opts.get("spacing") == "tuned":
+    if opts.get("spacing") in ("tuned", "gits"):  # a grid cached by nfebench.tune (gits: tune.method=gits)
         from .tuning import load_tuned
 
-        tuned, opts = load_tuned(results_dir, c["model"].get("name", "model"), name, opts, nfe)
+        tuned, opts = load_tuned(results_dir, c["model"].get("name", "model"), name, opts, nfe,
+                                 "gits" if opts["spacing"] == "gits" else "ld3")
     return Point(cfg=c, model=dict(c["model"]), sampler=name, sampler_options=opts, dataset=dict(c["dataset"]),
                  metrics=dict(c["metrics"]), nfe=nfe, num_samples=_positive_int(c, "num_samples"),
                  batch_size=_positive_int(c, "batch_size"), seed=int(c.get("seed", 0)),
@@ -253,12 +261,14 @@ def generate(model, p: Point, seeds: list[int], shard_dir: Path | None = None, p
                               guidance_scale=p.guidance_scale, null_class=model.null_class)
                 t0 = time.perf_counter()
                 noise = PerSampleNoise(seeds[i:j])
-                grid = sampler_call_options(p).get("timesteps")  # an explicit grid: x_T is the state at its start
-                x = to_vp_frame(sched.prior_std * noise.randn(model.sample_shape, dtype=model.dtype), sched,
-                                None if grid is None else float(list(grid)[0]))
-                x = x.to(model.device)
+                x_T = sched.prior_std * noise.randn(model.sample_shape, dtype=model.dtype)
+                own = dict(sampler_call_options(p))
+                common = {k: own.pop(k) for k in COMMON_OPTIONS if k in own}
+                own, noise = apply_common_options(spec, sched, own, noise, **common)
+                grid = own.get("timesteps")  # an explicit grid (timesteps or sigmas): x_T is the state at its start
+                x = to_vp_frame(x_T, sched, None if grid is None else float(list(grid)[0])).to(model.device)
                 eps = CountedEps(partial(model, **cond), budget=p.nfe)
-                x0 = spec.fn(eps, sched, x, p.nfe, noise, **sampler_call_options(p))
+                x0 = spec.fn(eps, sched, x, p.nfe, noise, **own)
                 bad = eps.nonfinite or (None if torch.isfinite(x0).all() else
                                         "the sampler's output was NaN/Inf after its last evaluation")
                 if bad:

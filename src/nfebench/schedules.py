@@ -36,7 +36,32 @@ import inspect
 
 import numpy as np
 
-SPACINGS = ("uniform", "quadratic", "logsnr", "karras")
+SPACINGS = ("uniform", "quadratic", "logsnr", "karras")  # the built-in families (nfebench.tune compares these)
+# the step schedules of the UIs and their papers (issue 28), by the names users know
+UI_SPACINGS = ("exponential", "kl_optimal", "sgm_uniform", "simple", "beta", "ays")
+ALL_SPACINGS = SPACINGS + UI_SPACINGS
+# Spacings that ComfyUI defines as steps + 1 levels whose last is replaced by sigma = 0: a sampler that ends at clean
+# data evaluates at the first N of the N + 1 points (for the others it evaluates at N points ending at t_min).
+LAST_REPLACED_BY_ZERO = ("sgm_uniform", "simple", "beta", "ays")
+
+# Align Your Steps (Sabour, Fidler, Kreis 2024): the published 10-step noise levels (EDM sigma), NVIDIA's AYS page;
+# the last level is the model's sigma_min, which ComfyUI and diffusers' AysSchedules replace by 0.
+AYS_SIGMAS = {
+    "sd15": (14.615, 6.475, 3.861, 2.697, 1.886, 1.396, 0.963, 0.652, 0.399, 0.152, 0.029),
+    "sdxl": (14.615, 6.315, 3.771, 2.181, 1.342, 0.862, 0.555, 0.380, 0.234, 0.113, 0.029),
+    "svd": (700.00, 54.5, 15.886, 7.977, 4.248, 1.789, 0.981, 0.403, 0.173, 0.034, 0.002),
+}
+AYS_TOP_TOLERANCE = 1e-3  # the published top level may sit this far (relative) above the schedule's own
+BETA_SPACING = (0.6, 0.6)  # Lee et al. 2024's alpha = beta = 0.6
+
+
+class Spacing(str):
+    """A spacing name with its parameters (spacing=ays: `ays_model`); compares and prints as its name."""
+
+    def __new__(cls, name: str, **params):
+        s = super().__new__(cls, name)
+        s.params = params
+        return s
 
 
 class ScheduleError(ValueError):
@@ -128,6 +153,21 @@ class Schedule:
         quadratic : uniform in sqrt(tau - t_end) (DDIM's CIFAR-10 choice, Song et al. 2021 App. D.2).
         logsnr    : uniform in lambda (DPM-Solver's choice, Lu et al. 2022 Sec. 3.3).
         karras    : EDM's sigma^(1/rho) spacing, rho=7 (Karras et al. 2022 Eq. 5), in EDM sigma = exp(-lambda).
+        exponential: uniform in log sigma (k-diffusion's get_sigmas_exponential): the same grid as logsnr.
+        kl_optimal: uniform in arctan(sigma) (ComfyUI's kl_optimal; the KL-optimal schedule of Sabour et al. 2024).
+        sgm_uniform: uniform in tau (ComfyUI's sgm_uniform: N + 1 levels, the last replaced by 0 where a sampler
+                    ends at clean data; here the same points as uniform).
+        simple    : ComfyUI's simple: on a discrete schedule the training timesteps T-1 - floor(i T / N), i < N, then
+                    t_min; on a continuous schedule uniform in tau.
+        beta      : Lee et al. 2024 (Beta Sampling), tau = t_min + (t_max - t_min) I^-1(1 - i/N; 0.6, 0.6), the beta
+                    quantiles applied in timesteps as ComfyUI does (diffusers' use_beta_sigmas applies them in sigma),
+                    not rounded to integers (ComfyUI rounds and drops repeats).
+        ays       : Align Your Steps (Sabour et al. 2024): the published 10-step levels of spacing.params["ays_model"]
+                    (sd15 | sdxl | svd; default sd15), log-linearly interpolated to N + 1 levels for other step counts
+                    (NVIDIA's loglinear_interp); the ends are the schedule's (the published top may sit up to
+                    AYS_TOP_TOLERANCE above it), a list that does not fit the schedule is an error.
+        The ends are pinned to t_start and t_end; exponential, kl_optimal and ays are defined in EDM sigma, so they use
+        only lambda and its inverse and work on every schedule kind.
         """
         if num_steps < 1:
             raise ValueError(f"num_steps must be >= 1, got {num_steps}")
@@ -143,10 +183,50 @@ class Schedule:
         elif spacing == "karras":
             s_max, s_min = self.edm_sigma(a) ** (1.0 / rho), self.edm_sigma(b) ** (1.0 / rho)
             ts = self.tau_from_edm_sigma((s_max + (s_min - s_max) * u) ** rho)
+        elif spacing == "exponential":
+            ts = self.tau_from_edm_sigma(np.exp(np.log(self.edm_sigma(a)) * (1.0 - u) + np.log(self.edm_sigma(b)) * u))
+        elif spacing == "kl_optimal":
+            g_max, g_min = np.arctan(self.edm_sigma(a)), np.arctan(self.edm_sigma(b))
+            ts = self.tau_from_edm_sigma(np.tan(g_max * (1.0 - u) + g_min * u))
+        elif spacing == "sgm_uniform":
+            ts = a + (b - a) * u
+        elif spacing == "simple":
+            if self.discrete and (a, b) == (self.t_max, self.t_min):
+                n_train = int(self.t_max) + 1
+                ts = np.append(self.t_max - np.floor(np.arange(num_steps) * n_train / num_steps), b)
+            else:
+                ts = a + (b - a) * u
+        elif spacing == "beta":
+            from scipy.stats import beta as beta_dist
+
+            ts = b + (a - b) * beta_dist.ppf(1.0 - u, *BETA_SPACING)
+        elif spacing == "ays":
+            ts = self.tau_from_edm_sigma(self._ays_levels(num_steps, getattr(spacing, "params", {}).get("ays_model"),
+                                                          a, b))
         else:
-            raise ValueError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
+            raise ValueError(f"unknown spacing {spacing!r}; allowed: {', '.join(ALL_SPACINGS)}")
         ts[0], ts[-1] = a, b  # pin the ends exactly (inverse maps are exact only up to rounding)
+        if np.any(np.diff(ts) >= 0):
+            raise ScheduleError(f"spacing {spacing!r} gives repeated timesteps at {num_steps} steps; use fewer steps "
+                                f"or another spacing")
         return ts
+
+    def _ays_levels(self, num_steps: int, ays_model, a: float, b: float) -> np.ndarray:
+        """N + 1 AYS levels (EDM sigma) for this schedule, the first clamped to sigma(a) within the tolerance."""
+        name = "sd15" if ays_model is None else ays_model
+        if name not in AYS_SIGMAS:
+            raise ScheduleError(f"unknown ays_model {name!r}; allowed: {', '.join(AYS_SIGMAS)}")
+        levels = np.array(AYS_SIGMAS[name], dtype=np.float64)
+        if num_steps + 1 != levels.size:  # NVIDIA's loglinear_interp
+            xs, new = np.linspace(0, 1, levels.size), np.linspace(0, 1, num_steps + 1)
+            levels = np.exp(np.interp(new, xs, np.log(levels[::-1])))[::-1]
+        top, bottom = float(self.edm_sigma(a)), float(self.edm_sigma(b))
+        if not (abs(levels[0] / top - 1.0) <= AYS_TOP_TOLERANCE and levels[-2] > bottom):
+            raise ScheduleError(f"the AYS list {name!r} (sigma {levels[0]:g} .. {levels[-1]:g}) is not for this "
+                                f"schedule (sigma {top:.5g} .. {bottom:.4g}); known lists: {', '.join(AYS_SIGMAS)}, "
+                                f"or pass the grid as sigmas=[...]")
+        levels[0], levels[-1] = top, bottom
+        return levels
 
 
 class Discrete(Schedule):

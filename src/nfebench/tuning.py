@@ -27,6 +27,16 @@ the row's sampler_options recording the grid's hash as `tuned_grid`.
 
 Supported: the deterministic solvers that take an explicit `timesteps` grid and spend one fixed budget on it (LAYOUTS
 below); the stochastic DDIM only in its deterministic limit eta = 0.
+
+Second method, `method="gits"` (Chen et al. 2024, "On the trajectory regularity of ODE-based diffusion sampling",
+ICML, Sec. 4, GITS): dynamic programming over a teacher trajectory's local errors. The teacher (the same
+DPM-Solver++(3M)) is run through `gits_candidates` candidate timesteps (logSNR-uniform from T-1 to 0, teacher_nfe
+evaluations split evenly between them) and its states x*(t_i) kept; the cost of a step t_i -> t_j is the rms error of
+one first-order (DDIM / Euler) step from x*(t_i) against x*(t_j), all costs from G evaluations (the step from t_i
+uses eps at t_i only); the grid is the path from T-1 to 0 with exactly the sampler's number of steps and the
+smallest summed cost (O(K G^2)). The grid is then scored by the same final-error L as above (reported, not searched
+further): GITS optimises local errors, not the final one. `python -m nfebench.tune tune.method=gits` caches it beside
+the LD3-style grid; `sampler.spacing=gits` samples on it.
 """
 
 from __future__ import annotations
@@ -152,9 +162,66 @@ def teacher_solution(run, x_T, clean: bool, teacher_nfe: int, sched=None):
     return x, spent
 
 
+METHODS = ("ld3", "gits")
+
+
+def teacher_trajectory(run, sched, x_T, candidates: np.ndarray, teacher_nfe: int):
+    """x*(t_i) at each candidate timestep (the teacher, DPM-Solver++(3M), run segment by segment with
+    teacher_nfe // (G - 1) logSNR steps per segment) and the evaluations it spent per sample."""
+    per = max(3, teacher_nfe // (len(candidates) - 1))
+    states, x, spent = [x_T], x_T, 0
+    for a, b in zip(candidates[:-1], candidates[1:]):
+        lam = np.linspace(float(sched.lambda_(a)), float(sched.lambda_(b)), per + 1)
+        sub = sched.tau_from_lambda(lam)
+        sub[0], sub[-1] = a, b
+        x, used = run(x, TEACHER[0], per, timesteps=sub, **TEACHER[1])
+        states.append(x)
+        spent += used
+    return states, spent
+
+
+def min_cost_path(cost: np.ndarray, steps: int) -> np.ndarray:
+    """Indices 0 = i_0 < i_1 < ... < i_steps = G - 1 minimising sum_k cost[i_k, i_{k+1}] (cost[i, j] = inf for
+    j <= i): dynamic programming over (steps taken, node), O(steps G^2)."""
+    G = cost.shape[0]
+    best = np.full((steps + 1, G), np.inf)
+    back = np.zeros((steps + 1, G), dtype=int)
+    best[0, 0] = 0.0
+    for k in range(1, steps + 1):
+        tot = best[k - 1][:, None] + cost  # [from, to]
+        back[k], best[k] = tot.argmin(0), tot.min(0)
+    path = [G - 1]
+    for k in range(steps, 0, -1):
+        path.append(back[k, path[-1]])
+    return np.array(path[::-1])
+
+
+def gits_grid(run, sched, x_T, points: int, clean: bool, teacher_nfe: int, num_candidates: int):
+    """GITS (Chen et al. 2024, Sec. 4): the `points`-point grid from T-1 to 0 whose DDIM steps along the teacher's
+    trajectory have the smallest summed local error, by dynamic programming. Returns (grid, teacher states' final
+    x, teacher evaluations, cost evaluations)."""
+    G = int(num_candidates)
+    if G < points:
+        raise SamplerError(f"tune.gits_candidates={G} must be at least the grid's {points} points")
+    lam_hi, lam_lo = float(sched.lambda_(sched.t_max)), float(sched.lambda_(sched.t_min))
+    cand = sched.tau_from_lambda(np.linspace(lam_hi, lam_lo, G))
+    cand[0], cand[-1] = sched.t_max, sched.t_min
+    states, spent = teacher_trajectory(run, sched, x_T, cand, teacher_nfe)
+    al, sg = sched.alpha(cand), sched.sigma(cand)
+    cost = np.full((G, G), np.inf)
+    for i in range(G - 1):  # eps at t_i from one DDIM step's evaluation: x0_i = (x - sigma eps)/alpha
+        x1, _ = run(states[i], "ddim", 1, timesteps=[cand[i], CLEAN])  # one evaluation: x0 predicted at t_i
+        eps_i = (states[i] - al[i] * x1) / sg[i]
+        for j in range(i + 1, G):
+            cost[i, j] = rms(al[j] * x1 + sg[j] * eps_i, states[j])
+    grid = cand[min_cost_path(cost, points - 1)]
+    grid[0], grid[-1] = sched.t_max, sched.t_min
+    return (np.append(grid, CLEAN) if clean else grid), states[-1], spent, G - 1
+
+
 def tune(model_fn, betas_or_schedule, sampler: str = "dpmpp", nfe: int = 10, x_T: torch.Tensor | None = None,
          prediction_type: str = "epsilon", *, teacher_nfe: int = 200, evals_per_point: int = 20,
-         return_info: bool = False, **sampler_options):
+         method: str = "ld3", gits_candidates: int = 41, return_info: bool = False, **sampler_options):
     """A timestep grid for `sampler` at `nfe` evaluations, tuned on the noise x_T [B, ...] (method: module docstring).
 
     model_fn, betas_or_schedule, prediction_type: as nfebench.sample. sampler_options: the sampler's own options
@@ -163,9 +230,12 @@ def tune(model_fn, betas_or_schedule, sampler: str = "dpmpp", nfe: int = 10, x_T
     point. Returns the grid, a float64 array that nfebench.sample(..., timesteps=grid) takes; with return_info=True
     also a dict: teacher, teacher_nfe and tuning_nfe (evaluations spent per noise sample by the teacher and by all
     the grids tried), num_noise, grids_tried, error_default / error_tuned / error_spacings (rms distance to the
-    teacher on x_T), best_spacing, seconds.
+    teacher on x_T), best_spacing, seconds. method: "ld3" (the search above) or "gits" (dynamic programming over the
+    teacher trajectory's local errors, Chen et al. 2024, on gits_candidates candidate timesteps; module docstring).
     """
     t0 = time.perf_counter()
+    if method not in METHODS:
+        raise SamplerError(f"unknown tuning method {method!r}; allowed: {', '.join(METHODS)}")
     opts = check_tunable(sampler, nfe, sampler_options)
     if not isinstance(x_T, torch.Tensor) or x_T.dim() < 2:
         raise SamplerError(f"x_T must be a batch of noise [B, ...] to tune on, got {type(x_T).__name__}")
@@ -173,7 +243,14 @@ def tune(model_fn, betas_or_schedule, sampler: str = "dpmpp", nfe: int = 10, x_T
     sched = as_schedule(betas_or_schedule)
     run = _solver(model_fn, sched, prediction_type)
     points, clean = LAYOUTS[sampler](nfe)
-    target, teacher_spent = teacher_solution(run, x_T, clean, teacher_nfe, sched)
+    if method == "gits":
+        gits, target, teacher_spent, cost_spent = gits_grid(run, sched, x_T, points, clean, teacher_nfe,
+                                                            gits_candidates)
+        if clean:  # the students' last step to clean data, from the teacher's x(0)
+            target, one = run(target, "euler", 1, timesteps=[0.0, CLEAN])
+            teacher_spent += one
+    else:
+        target, teacher_spent = teacher_solution(run, x_T, clean, teacher_nfe, sched)
     solver_opts = {k: v for k, v in opts.items() if k not in ("spacing", "timesteps")}
     spent, tried = 0, {}
 
@@ -199,6 +276,16 @@ def tune(model_fn, betas_or_schedule, sampler: str = "dpmpp", nfe: int = 10, x_T
     best_spacing = min(errors, key=errors.get)
     grids = _Grids(sched, points, clean)
     free = points - 2
+    if method == "gits":  # the DP's grid as it is, scored by the same final error (not searched further)
+        err = error(gits)
+        spent += cost_spent
+        if not return_info:
+            return gits
+        return gits, {"sampler": sampler, "options": solver_opts, "nfe": nfe, "method": "gits",
+                      "teacher": f"{TEACHER_LABEL}, through {gits_candidates} candidates", "teacher_nfe": teacher_spent,
+                      "tuning_nfe": spent, "num_noise": int(x_T.shape[0]), "grids_tried": len(tried),
+                      "error_default": errors.get(opts["spacing"]), "error_tuned": err, "error_spacings": errors,
+                      "best_spacing": best_spacing, "seconds": round(time.perf_counter() - t0, 2)}
     if free > 0:
         from scipy.optimize import minimize
 
@@ -210,7 +297,7 @@ def tune(model_fn, betas_or_schedule, sampler: str = "dpmpp", nfe: int = 10, x_T
     err, grid = min(tried.values(), key=lambda v: v[0])
     if not return_info:
         return grid
-    info = {"sampler": sampler, "options": solver_opts, "nfe": nfe, "teacher": TEACHER_LABEL,
+    info = {"sampler": sampler, "options": solver_opts, "nfe": nfe, "method": "ld3", "teacher": TEACHER_LABEL,
             "teacher_nfe": teacher_spent, "tuning_nfe": spent, "num_noise": int(x_T.shape[0]),
             "grids_tried": len(tried), "error_default": errors.get(opts["spacing"]), "error_tuned": err,
             "error_spacings": errors, "best_spacing": best_spacing, "seconds": round(time.perf_counter() - t0, 2)}
@@ -220,7 +307,9 @@ def tune(model_fn, betas_or_schedule, sampler: str = "dpmpp", nfe: int = 10, x_T
 # ------------------------------------------------------------------------------------------- the cache and the CLI
 
 # conf/tune.yaml documents them
-TUNE_DEFAULTS = {"num_noise": 32, "seed": 1, "teacher_nfe": 200, "evals_per_point": 20}
+TUNE_DEFAULTS = {"num_noise": 32, "seed": 1, "teacher_nfe": 200, "evals_per_point": 20, "method": "ld3",
+                 "gits_candidates": 41}
+SPACING_OF_METHOD = {"ld3": "tuned", "gits": "gits"}  # sampler.spacing=<this> samples on the method's cached grid
 GRID_OPTIONS = ("spacing", "timesteps", "tuned_grid")  # what a tuned grid replaces: not part of its cache key
 
 
@@ -234,10 +323,11 @@ def key_options(options: dict) -> dict:
     return json.loads(json.dumps(kept, sort_keys=True))
 
 
-def cache_path(results_dir, model_name: str, sampler: str, options: dict, nfe: int) -> Path:
-    """results_dir/schedules/<model>/<sampler>-nfe<N>-<8 hex digits of the options>.json"""
+def cache_path(results_dir, model_name: str, sampler: str, options: dict, nfe: int, method: str = "ld3") -> Path:
+    """results_dir/schedules/<model>/<sampler>-nfe<N>-<8 hex digits of the options>.json (GITS: ...-gits.json)"""
     digest = hashlib.sha256(json.dumps(key_options(options), sort_keys=True).encode()).hexdigest()[:8]
-    return Path(results_dir) / "schedules" / model_name / f"{sampler}-nfe{nfe}-{digest}.json"
+    suffix = "" if method == "ld3" else f"-{method}"
+    return Path(results_dir) / "schedules" / model_name / f"{sampler}-nfe{nfe}-{digest}{suffix}.json"
 
 
 def check_record(record: dict, **expected) -> None:
@@ -251,16 +341,21 @@ def check_record(record: dict, **expected) -> None:
                                f"not {show(want)}; tune this one with python -m nfebench.tune (force=true replaces it)")
 
 
-def load_tuned(results_dir, model_name: str, sampler: str, options: dict, nfe: int) -> tuple[dict, dict]:
-    """The cached grid for `sampler.spacing=tuned` and the options a leaderboard row records for it (spacing=tuned and
-    tuned_grid, the grid's hash). The model's weights are checked against the record once loaded (run.run)."""
+def load_tuned(results_dir, model_name: str, sampler: str, options: dict, nfe: int,
+               method: str = "ld3") -> tuple[dict, dict]:
+    """The cached grid for `sampler.spacing=tuned` (gits: `sampler.spacing=gits`) and the options a leaderboard row
+    records for it (the spacing and tuned_grid, the grid's hash). The model's weights are checked against the record
+    once loaded (run.run)."""
+    spacing = SPACING_OF_METHOD[method]
     if options.get("timesteps") is not None:
-        raise SamplerError("sampler.spacing=tuned takes the cached grid; drop sampler.timesteps")
-    path = cache_path(results_dir, model_name, sampler, options, nfe)
+        raise SamplerError(f"sampler.spacing={spacing} takes the cached grid; drop sampler.timesteps")
+    path = cache_path(results_dir, model_name, sampler, options, nfe, method)
     if not path.is_file():
-        raise SamplerError(f"no tuned grid for model {model_name!r}, sampler {sampler!r} at nfe={nfe} with these "
-                           f"options in {path.parent}; make it with: python -m nfebench.tune sampler={sampler} "
-                           f"nfe={nfe} results_dir={results_dir} and this run's model and sampler.* overrides")
+        extra = "" if method == "ld3" else f" tune.method={method}"
+        raise SamplerError(f"no {'tuned' if method == 'ld3' else method} grid for model {model_name!r}, sampler "
+                           f"{sampler!r} at nfe={nfe} with these options in {path.parent}; make it with: python -m "
+                           f"nfebench.tune sampler={sampler} nfe={nfe}{extra} results_dir={results_dir} and this "
+                           f"run's model and sampler.* overrides")
     record = {**json.loads(path.read_text()), "cache_path": str(path)}
     check_record(record, model=model_name, sampler=sampler, nfe=nfe, options=key_options(options))
     check_record(record, grid_hash=grid_hash(record["timesteps"]))
@@ -283,16 +378,19 @@ def tune_point(cfg, progress: bool = True) -> dict:
     unknown = sorted(set(settings) - set(TUNE_DEFAULTS))
     if unknown:
         raise ConfigError(f"unknown tune setting {unknown[0]!r}; allowed: {', '.join(TUNE_DEFAULTS)}")
-    if c["sampler"].get("spacing") == "tuned":
+    if c["sampler"].get("spacing") in SPACING_OF_METHOD.values():
         raise ConfigError("sampler.spacing is the default grid the tuned one is compared with; leave it, or set "
                           "a built-in spacing, when tuning")
-    for key in ("num_noise", "teacher_nfe", "evals_per_point"):
+    if settings["method"] not in METHODS:
+        raise ConfigError(f"unknown tune.method {settings['method']!r}; allowed: {', '.join(METHODS)}")
+    for key in ("num_noise", "teacher_nfe", "evals_per_point", "gits_candidates"):
         if isinstance(settings[key], bool) or not isinstance(settings[key], int) or settings[key] < 1:
             raise ConfigError(f"tune.{key} must be a positive integer, got {settings[key]!r}")
     p = validate(c)
     opts = check_tunable(p.sampler, p.nfe, p.sampler_options)
     name = p.model.get("name", "model")
-    path = cache_path(p.results_dir, name, p.sampler, opts, p.nfe)
+    method = settings["method"]
+    path = cache_path(p.results_dir, name, p.sampler, opts, p.nfe, method)
     if path.is_file() and not p.force:
         print(f"[nfebench] {path} is already tuned; keeping it (force=true tunes it again)")
         return json.loads(path.read_text())
@@ -302,12 +400,15 @@ def tune_point(cfg, progress: bool = True) -> dict:
     x_T = PerSampleNoise(sample_seeds(settings["seed"], settings["num_noise"])).randn(model.sample_shape,
                                                                                        dtype=model.dtype)
     grid, info = tune(model, model.schedule, p.sampler, p.nfe, x_T.to(model.device), teacher_nfe=settings["teacher_nfe"],
-                      evals_per_point=settings["evals_per_point"], return_info=True, **opts)
+                      evals_per_point=settings["evals_per_point"], method=method,
+                      gits_candidates=settings["gits_candidates"], return_info=True, **opts)
     record = {
         "model": name, "model_digest": model_digest(model), "sampler": p.sampler, "options": key_options(opts),
         "nfe": p.nfe, "timesteps": grid.tolist(), "grid_hash": grid_hash(grid),
         "provenance": {
-            "method": "nfebench.tuning (LD3's final-error objective, Nelder-Mead from the best built-in spacing)",
+            "method": ("nfebench.tuning (LD3's final-error objective, Nelder-Mead from the best built-in spacing)"
+                       if method == "ld3" else f"nfebench.tuning GITS (Chen et al. 2024: dynamic programming over "
+                       f"the teacher trajectory's local DDIM errors, {settings['gits_candidates']} candidates)"),
             "teacher": info["teacher"], "teacher_nfe": info["teacher_nfe"],
             "noise": {"seed": settings["seed"], "num_noise": settings["num_noise"],
                       "per_sample_seeds": "nfebench.run.sample_seeds(seed, num_noise)"},
@@ -319,7 +420,7 @@ def tune_point(cfg, progress: bool = True) -> dict:
             "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}}
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
     if progress:
-        print(f"[nfebench] {name} {p.sampler} nfe={p.nfe}: rms to the teacher {info['error_default']:.4g} "
+        print(f"[nfebench] {name} {p.sampler} nfe={p.nfe} ({method}): rms to the teacher {info['error_default']:.4g} "
               f"({opts['spacing']}) -> {info['error_tuned']:.4g} tuned (best built-in: {info['best_spacing']} "
               f"{info['error_spacings'][info['best_spacing']]:.4g}); teacher {info['teacher_nfe']} + search "
               f"{info['tuning_nfe']} evaluations x {settings['num_noise']} samples, {info['seconds']:.0f} s\n"

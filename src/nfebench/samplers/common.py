@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..schedules import SPACINGS, Schedule
+from ..schedules import ALL_SPACINGS, LAST_REPLACED_BY_ZERO, Schedule
 from .registry import SamplerError
 
 CLEAN = -1.0  # timestep of clean data: alpha_bar(-1) = 1, sigma = 0 (the DDPM/DDIM chain's final x_0)
@@ -67,6 +67,7 @@ class PerSampleNoise(Noise):
 
     def __init__(self, seeds: Sequence[int], device="cpu"):
         super().__init__(None)
+        self.seeds = [int(s) for s in seeds]
         self.generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
         self.device = device
 
@@ -88,11 +89,11 @@ def as_noise(generator) -> Noise:
 
 
 def check_spacing(spacing: str) -> str:
-    if spacing == "tuned":
-        raise SamplerError("spacing 'tuned' is a cached grid the CLI passes as timesteps (python -m nfebench.tune "
+    if spacing in ("tuned", "gits"):
+        raise SamplerError(f"spacing {spacing!r} is a cached grid the CLI passes as timesteps (python -m nfebench.tune "
                            "makes it); in Python pass timesteps=nfebench.tune(...)")
-    if spacing not in SPACINGS:
-        raise SamplerError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
+    if spacing not in ALL_SPACINGS:
+        raise SamplerError(f"unknown spacing {spacing!r}; allowed: {', '.join(ALL_SPACINGS)}")
     return spacing
 
 
@@ -112,16 +113,22 @@ def explicit_grid(sched: Schedule, timesteps, allow_clean: bool) -> np.ndarray:
     return ts
 
 
+def eval_points(sched: Schedule, num_evals: int, spacing: str) -> np.ndarray:
+    """The evaluation points of a sampler that ends with a step to clean data: num_evals points of `spacing` from
+    t_max to t_min (EDM's and k-diffusion's layout), or, for the spacings ComfyUI defines as N + 1 levels with the
+    last replaced by 0 (schedules.LAST_REPLACED_BY_ZERO: sgm_uniform, simple, beta, ays), the first N of N + 1."""
+    if spacing in LAST_REPLACED_BY_ZERO:
+        return sched.timesteps(num_evals, spacing)[:-1]
+    return np.array([sched.t_max]) if num_evals == 1 else sched.timesteps(num_evals - 1, spacing)
+
+
 def chain_grid(sched: Schedule, num_evals: int, spacing: str) -> np.ndarray:
     """The DDPM/DDIM chain: num_evals timesteps from t_max down to t_min, then CLEAN (Ho et al. 2020 Alg. 2;
     Song et al. 2021 Sec. 4.2). The model is evaluated at every point but the last. On a Discrete schedule the
     timesteps are rounded to the integers the model was trained on; on continuous ones the grid is used as is."""
     check_spacing(spacing)
-    if num_evals == 1:
-        taus = np.array([sched.t_max])
-    else:
-        taus = sched.timesteps(num_evals - 1, spacing)
-        taus = np.rint(taus) if sched.discrete else taus
+    taus = eval_points(sched, num_evals, spacing)
+    taus = np.rint(taus) if sched.discrete and num_evals > 1 else taus
     if np.any(np.diff(taus) >= 0):
         raise SamplerError(f"spacing {spacing!r} gives repeated integer timesteps at {num_evals} steps; "
                            f"use fewer steps or another spacing")
@@ -186,3 +193,72 @@ def discrete_betas(sched, who: str) -> np.ndarray:
     if betas is None:
         raise SamplerError(f"{who} needs a discrete VP schedule (training betas); got {type(sched).__name__}")
     return np.asarray(betas, dtype=np.float64)
+
+
+# --- options every sampler takes, resolved before it runs (issue 28) ------------------------------------------------
+COMMON_OPTIONS = {"sigmas": None, "ays_model": None}
+SIGMA_TOLERANCE = 1e-3  # a published list's ends may sit this far (relative) outside the schedule's range
+
+
+def read_sigmas(sigmas) -> np.ndarray:
+    """A sigma list: a sequence of numbers, or a file (.npy; .json list; text, numbers split by commas/whitespace)."""
+    if isinstance(sigmas, (str, bytes)) or hasattr(sigmas, "__fspath__"):
+        from pathlib import Path
+
+        path = Path(sigmas)
+        if not path.is_file():
+            raise SamplerError(f"sigmas={str(sigmas)!r} is neither a list of numbers nor a file")
+        try:
+            if path.suffix == ".npy":
+                return np.load(path).astype(np.float64).reshape(-1)
+            text = path.read_text()
+            import json
+
+            vals = json.loads(text) if path.suffix == ".json" else text.replace(",", " ").split()
+            return np.asarray(vals, dtype=np.float64).reshape(-1)
+        except (ValueError, TypeError, OSError) as e:
+            raise SamplerError(f"sigmas file {str(path)!r} does not hold a list of numbers ({e})") from None
+    try:
+        return np.asarray(list(sigmas), dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise SamplerError(f"sigmas must be a list of numbers or a file, got {sigmas!r}") from None
+
+
+def sigmas_to_timesteps(sched: Schedule, sigmas) -> np.ndarray:
+    """An explicit grid in EDM sigma (decreasing, > 0, the last may be 0 = clean data) -> the model's timesteps.
+    The ends may sit SIGMA_TOLERANCE outside the schedule's range (published lists round); they are clamped."""
+    s = read_sigmas(sigmas)
+    if s.size < 2 or not np.all(np.isfinite(s)) or np.any(np.diff(s) >= 0) or s[-1] < 0 or np.any(s[:-1] <= 0):
+        raise SamplerError(f"sigmas must be a strictly decreasing list of >= 2 values > 0 (the last may be 0); "
+                           f"got {s.tolist()}")
+    top, bottom = float(sched.edm_sigma(sched.t_max)), float(sched.edm_sigma(sched.t_min))
+    pos = s[s > 0]
+    if pos[0] > top * (1 + SIGMA_TOLERANCE) or pos[-1] < bottom * (1 - SIGMA_TOLERANCE):
+        raise SamplerError(f"sigmas {pos[0]:g} .. {pos[-1]:g} leave the schedule's range [{bottom:.4g}, {top:.5g}]")
+    taus = sched.tau_from_edm_sigma(np.clip(pos, bottom, top))
+    taus[pos >= top], taus[pos <= bottom] = sched.t_max, sched.t_min
+    return np.append(taus, CLEAN) if s[-1] == 0 else taus
+
+
+def apply_common_options(spec, sched: Schedule, opts: dict, noise: Noise, sigmas=None, ays_model=None,
+                         model_ays=None):
+    """Resolve the options every sampler takes into its own: sigmas -> timesteps, ays_model -> the ays spacing's
+    parameter (default: the model's `ays_model`, else sd15). Returns (options, noise)."""
+    from ..schedules import AYS_SIGMAS, Spacing
+
+    opts = dict(opts)
+    if ays_model is not None and opts.get("spacing") != "ays":
+        raise SamplerError(f"ays_model applies to spacing=ays; sampler {spec.name!r} has spacing="
+                           f"{opts.get('spacing')!r}")
+    if opts.get("spacing") == "ays":
+        name = ays_model or model_ays or "sd15"
+        if name not in AYS_SIGMAS:
+            raise SamplerError(f"unknown ays_model {name!r}; allowed: {', '.join(AYS_SIGMAS)}")
+        opts["spacing"] = Spacing("ays", ays_model=name)
+    if sigmas is not None:
+        if "timesteps" not in spec.options:
+            raise SamplerError(f"sampler {spec.name!r} takes no explicit grid, so no sigmas")
+        if opts.get("timesteps") is not None:
+            raise SamplerError("give either sigmas or timesteps, not both")
+        opts["timesteps"] = sigmas_to_timesteps(sched, sigmas).tolist()
+    return opts, noise

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 
-from .common import CLEAN, alpha_sigma, check_spacing, explicit_grid
+from .common import CLEAN, alpha_sigma, check_spacing, eval_points, explicit_grid
 from .registry import SamplerError, register
 
 
@@ -30,8 +30,7 @@ def edm_grid(sched, n_steps: int, spacing: str, timesteps):
     if timesteps is not None:
         return explicit_grid(sched, timesteps, allow_clean=True)
     check_spacing(spacing)
-    taus = [sched.t_max] if n_steps == 1 else sched.timesteps(n_steps - 1, spacing).tolist()
-    return taus + [CLEAN]
+    return eval_points(sched, n_steps, spacing).tolist() + [CLEAN]
 
 
 def sig_alpha(sched, tau):

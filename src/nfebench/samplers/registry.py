@@ -29,6 +29,7 @@ class SamplerSpec:
     options: dict = field(default_factory=dict)  # option name -> default
     summary: str = ""
     needs: tuple = ()  # what it needs prepared before sampling (names resolved by nfebench.needs)
+    brownian: bool = False  # an SDE solver that takes noise_sampler=brownian (common.StepNoise)
 
     def check_options(self, options: dict) -> dict:
         unknown = sorted(set(options) - set(self.options))
@@ -41,9 +42,10 @@ class SamplerSpec:
 SAMPLERS: dict[str, SamplerSpec] = {}
 
 
-def register(name: str, *, min_nfe: int = 1, stochastic: bool = False, needs: tuple = ()):
+def register(name: str, *, min_nfe: int = 1, stochastic: bool = False, needs: tuple = (), brownian: bool = False):
     """Register `fn` under `name`. Its keyword-only parameters (with defaults) are its options; `needs` names what
-    the runner must prepare first (nfebench.needs: e.g. "moments" fills the option of that name)."""
+    the runner must prepare first (nfebench.needs: e.g. "moments" fills the option of that name). brownian: it draws
+    its noise per step through brownian.StepNoise, so noise_sampler=brownian applies."""
 
     def deco(fn):
         if name in SAMPLERS:
@@ -54,7 +56,7 @@ def register(name: str, *, min_nfe: int = 1, stochastic: bool = False, needs: tu
         if missing:
             raise ValueError(f"sampler {name!r}: option {missing[0]!r} needs a default")
         summary = (inspect.getdoc(fn) or "").split("\n")[0]
-        SAMPLERS[name] = SamplerSpec(name, fn, min_nfe, stochastic, options, summary, tuple(needs))
+        SAMPLERS[name] = SamplerSpec(name, fn, min_nfe, stochastic, options, summary, tuple(needs), brownian)
         return fn
 
     return deco
