@@ -60,6 +60,11 @@ COLUMNS = [
     "guidance_scale",      # classifier-free guidance w (eps_u + w (eps_c - eps_u)); empty: the model's plain behaviour
     "network_passes",      # network passes per sample: nfe_used, x2 where both halves of guidance ran
     "class_accuracy",      # fraction of samples the dataset's classifier labels as asked (digits-cnn; else empty)
+    # --- added with few-step models and truncated diffusion (issue 21) ---
+    "teacher",             # a distilled model's teacher (its model config name, from model.teacher); empty otherwise
+    "training_cost",       # the distillation's training cost, from the model card (model.training_cost)
+    "t_start",             # truncated diffusion: the model time the chain started at (empty: the schedule's top)
+    "prior_seconds",       # truncated diffusion: seconds the prior (model.prior) took for all samples, not in NFE
 ]
 
 

@@ -41,9 +41,9 @@ from .leaderboard import append_row, atomic_write_bytes, atomic_write_text, read
 from .models import load_model
 from .models.parametrization import check_guidance, network_passes
 from .paths import portable
-from .api import check_nfe, dry_run, to_vp_frame
+from .api import check_nfe, dry_run
 from .samplers import CountedEps, PerSampleNoise, SamplerError, get_sampler
-from .needs import RESOLVERS, prepare
+from .needs import MODEL_KEYS, RESOLVERS, prepare
 from .runtime import begin
 
 
@@ -59,7 +59,7 @@ class RunFailed(RuntimeError):
 NON_KEY_FIELDS = ("results_dir", "device", "batch_size", "force")
 # Config keys added after rows were recorded: at these defaults they are left out of the key, so earlier run ids
 # (and the rows already in a leaderboard, which make reproduce skips) stay valid. None: top-level keys.
-LATER_DEFAULTS = {None: {"guidance_scale": None, "class_labels": None},
+LATER_DEFAULTS = {None: {"guidance_scale": None, "class_labels": None, "t_start": None},
                   "model": {"prediction_type": None, "variance_type": None, "schedule": None,
                             "num_classes": None, "null_class": None, "conditional": False},
                   "metrics": {"reference_stats": None, "fid_infinity": False, "prc": False},
@@ -232,8 +232,7 @@ def generate(model, p: Point, seeds: list[int], shard_dir: Path | None = None, p
                 j = min(n, i + p.batch_size, min([a for a in done if a > i], default=n))
                 t0 = time.perf_counter()
                 noise = PerSampleNoise(seeds[i:j])
-                x = to_vp_frame(sched.prior_std * noise.randn(model.sample_shape, dtype=model.dtype), sched)
-                x = x.to(model.device)
+                x = model.initial_state(noise, seeds[i:j]).to(model.device)
                 cond = {} if not p.labels else dict(
                     class_labels=torch.tensor([p.labels[s] for s in seeds[i:j]]), guidance_scale=p.guidance_scale,
                     null_class=model.null_class)
@@ -407,7 +406,7 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
                                "need the reference images; set them to false")
     session = begin(p)  # torchrun ranks (p.device becomes this rank's GPU), runtime options, preflight of data/weights
     t_load = time.perf_counter()
-    model_opts = {k: v for k, v in p.model.items() if k not in ("kind", "note")}
+    model_opts = {k: v for k, v in p.model.items() if k not in ("kind", "note", *MODEL_KEYS)}
     model = load_model(p.model["kind"], device=p.device, **model_opts)
     p.labels = class_labels_for(p, model, sample_seeds(p.seed, p.num_samples))  # bad labels / guidance fail here
     prepared = prepare(model, p, progress)  # what the sampler, its options and the model need (nfebench.needs)

@@ -34,6 +34,8 @@ class EpsModel:
     num_classes: int | None = None  # class-conditional: labels 0..num_classes-1 (fn takes class_labels=...)
     null_class: int | None = None  # the label of the unconditional half of classifier-free guidance
     decoder: Callable | None = None  # latent models: latents -> images in [-1, 1] (e.g. diffusers_unet.LatentDecoder)
+    needs: tuple = ()  # what must be prepared before sampling (nfebench.needs), e.g. ("consistency",)
+    start: Callable | None = None  # (noise, seeds) -> the sampler's initial state (VP frame); None: x_T (initial_state)
 
     def __post_init__(self):
         from ..schedules import Discrete
@@ -42,6 +44,17 @@ class EpsModel:
             self.schedule = Discrete(self.betas)
         if self.betas is None and self.schedule.discrete:
             self.betas = self.schedule.betas
+
+    def initial_state(self, noise, seeds) -> torch.Tensor:
+        """The sampler's initial state for the samples of these seeds, in the VP frame: x_T = prior_std z in the
+        model's space (z from each sample's own noise source), or what `start` draws (a truncated chain's prior
+        sample noised to t_start, nfebench.needs)."""
+        if self.start is not None:
+            return self.start(noise, seeds)
+        sched = self.schedule
+        x = sched.prior_std * noise.randn(self.sample_shape, dtype=self.dtype)
+        scale = float(sched.input_scale(sched.t_max))
+        return x if scale == 1.0 else x / scale
 
     @property
     def network(self) -> Callable:

@@ -4,8 +4,8 @@ Adding a sampler is one file: write the function, decorate it, import the module
 """
 
 # modules register their samplers on import
-from . import (adaptive, analytic, ddpm, deis, diffusers_sampler, dpm_solver, edm, fastdpm, pndm, restart,  # noqa: F401
-               sde, unipc)
+from . import (adaptive, analytic, consistency, ddpm, deis, diffusers_sampler, dpm_solver, edm, fastdpm,  # noqa: F401
+               pndm, restart, sde, unipc)
 from .common import CLEAN, BudgetExceeded, CountedEps, Noise, PerSampleNoise
 from .registry import SAMPLERS, SamplerError, SamplerSpec, get_sampler, register
 
