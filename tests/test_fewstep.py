@@ -10,6 +10,7 @@ import torch
 import nfebench
 from nfebench.models.base import EpsModel
 from nfebench.models.consistency import cm_network, precondition
+from nfebench.models.ddgan import ddgan_betas, ddgan_schedule
 from nfebench.models.gmm import GaussianMixtureVP
 from nfebench.models.parametrization import EpsAdapter
 from nfebench.samplers import Noise, SamplerError
@@ -99,9 +100,7 @@ def posterior_sampler(gmm, generator):
 @pytest.mark.parametrize("nfe", [2, 4, 8])
 def test_ddgan_path_with_the_exact_posterior_sampler_samples_the_mixture(nfe):
     # DDGAN's own few-step discrete schedule (Xiao et al. 2022, T = 8 here), x_0 prediction, posterior sampling
-    t = np.arange(0, 9) / 8 * (1 - 1e-3) + 1e-3
-    ab = np.exp(-(0.1 * t + 0.5 * (20 - 0.1) * t**2))
-    sched = Discrete(1 - ab[1:] / ab[:-1])
+    sched = ddgan_schedule(8)
     gmm = mixture(sched)
     g = torch.Generator().manual_seed(nfe)
     x_T = torch.randn(1500, 2, 1, 1, generator=g, dtype=torch.float64)
@@ -240,3 +239,64 @@ def test_lcm_grid_needs_a_discrete_schedule_and_truncated_hides_the_betas():
     assert Truncated(Discrete(linear_betas()), 500).betas is None
     with pytest.raises(SamplerError, match="needs a discrete VP schedule"):
         nfebench.sample(toy_net, linear_betas(), torch.zeros(1, 1, 2, 2), "fastdpm", 4, t_start=500)
+
+
+def test_named_fewstep_configs():
+    from omegaconf import OmegaConf
+
+    from nfebench.schedules import from_config
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[1] / "conf" / "model"
+    ddgan = OmegaConf.to_container(OmegaConf.load(root / "ddgan_cifar10.yaml"))
+    sched = from_config(ddgan["schedule"])
+    assert np.allclose(sched.betas, ddgan_betas(4, 0.1, 20.0), rtol=1e-9)
+    assert (ddgan["prediction_type"], ddgan["default_sampler"]) == ("sample", "ddpm")
+    pd = OmegaConf.load(root / "pd_cifar10.yaml")
+    assert (pd.prediction_type, pd.default_sampler) == ("v_prediction", "ddim")
+
+
+# --- through the runner: needs resolved in nfebench.needs, rows record them -------------------------------------
+
+def wrong_shape_prior(seeds):
+    return torch.zeros(len(seeds), 3)
+
+
+def zero_prior(seeds):
+    return torch.zeros(len(seeds), 1, 8, 8)
+
+
+def compose_run(tmp_path, *overrides):
+    from hydra import compose, initialize_config_dir
+
+    import nfebench.__main__ as entry
+
+    with initialize_config_dir(config_dir=str(entry.CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=["model=gmm_digits", "metrics=none", "num_samples=6",
+                                                        "device=cpu", f"results_dir={tmp_path}", *overrides])
+
+
+def test_runner_rows_record_teacher_prior_and_truncation(tmp_path):
+    from nfebench.run import run
+
+    row = run(compose_run(tmp_path, "sampler=consistency", "nfe=2", "+model.consistency={kind: lcm}",
+                          "+model.teacher=gmm_digits", "+model.training_cost='3 CPU-min'"), progress=False)
+    assert (row["teacher"], row["training_cost"], row["nfe_used"]) == ("gmm_digits", "3 CPU-min", 2)
+    row = run(compose_run(tmp_path, "sampler=ddim", "nfe=3", "t_start=200",
+                          "+model.prior=tests.test_fewstep:zero_prior"), progress=False)
+    assert row["t_start"] == 200.0 and row["prior_seconds"] >= 0 and row["nfe_used"] == 3
+
+
+@pytest.mark.parametrize("overrides, match", [
+    (["t_start=2000", "+model.prior=tests.test_fewstep:zero_prior"], r"t_start=2000 is outside the schedule's"),
+    (["t_start=200", "+model.prior=tests.nope:fn"], "cannot import model.prior 'tests.nope:fn'"),
+    (["t_start=200", "+model.prior=tests.test_fewstep:wrong_shape_prior"],
+     r"returned \(6, 3\); expected a tensor of shape \(6, 1, 8, 8\)"),
+    (["t_start=200"], "truncated diffusion needs both t_start and model.prior"),
+    (["+model.consistency={kind: cm}"], "kind cm is defined on a VE schedule"),
+])
+def test_runner_errors_are_config_errors_before_any_sample(tmp_path, overrides, match):
+    from nfebench.run import ConfigError, run
+
+    with pytest.raises(ConfigError, match=match):
+        run(compose_run(tmp_path, "sampler=ddim", "nfe=3", *overrides), progress=False)
+    assert not (tmp_path / "leaderboard.csv").exists()
