@@ -300,3 +300,23 @@ def test_runner_errors_are_config_errors_before_any_sample(tmp_path, overrides, 
     with pytest.raises(ConfigError, match=match):
         run(compose_run(tmp_path, "sampler=ddim", "nfe=3", *overrides), progress=False)
     assert not (tmp_path / "leaderboard.csv").exists()
+
+
+def test_compare_student_beside_every_solver_on_its_teacher_at_the_same_nfe(tmp_path):
+    from nfebench.compare import CompareError, student_table, student_vs_teacher
+    from nfebench.run import run
+
+    base = ("metrics=default", "num_samples=40")
+    run(compose_run(tmp_path, *base, "model.name=gmm_teacher", "sampler=ddim", "nfe=2"), progress=False)
+    run(compose_run(tmp_path, *base, "model.name=gmm_teacher", "sampler=dpmpp", "nfe=2"), progress=False)
+    run(compose_run(tmp_path, *base, "model.name=gmm_teacher", "sampler=ddim", "nfe=3"), progress=False)
+    student = run(compose_run(tmp_path, *base, "+model.teacher=gmm_teacher", "sampler=consistency", "nfe=2"),
+                  progress=False)
+    out = student_vs_teacher(tmp_path, "gmm_digits", n_boot=200)
+    assert sorted(r["solver"] for r in out) == ["ddim", "dpmpp"]  # nfe 2 only; the nfe-3 row is not beside it
+    for r in out:
+        assert r["a"] == pytest.approx(student["fid"], rel=1e-6) and r["delta"] == pytest.approx(r["a"] - r["b"])
+        assert r["ci_low"] <= r["ci_high"] and r["p_holm"] >= r["p_value"]
+    assert out[0]["b"] <= out[1]["b"] and student_table(out).count("\n| 2 |") == 2
+    with pytest.raises(CompareError, match="no rows of model 'nope'"):
+        student_vs_teacher(tmp_path, "nope")
