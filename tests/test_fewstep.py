@@ -320,3 +320,32 @@ def test_compare_student_beside_every_solver_on_its_teacher_at_the_same_nfe(tmp_
     assert out[0]["b"] <= out[1]["b"] and student_table(out).count("\n| 2 |") == 2
     with pytest.raises(CompareError, match="no rows of model 'nope'"):
         student_vs_teacher(tmp_path, "nope")
+
+
+def test_a_diffusers_consistency_checkpoint_loads_with_its_scalings_and_matches_the_cm_pipeline_loop(tmp_path,
+                                                                                                     tiny_unet_dir):
+    import shutil
+
+    from diffusers import CMStochasticIterativeScheduler, UNet2DModel
+
+    from nfebench.models import load_model
+
+    d = tmp_path / "cm"
+    shutil.copytree(tiny_unet_dir, d)
+    (d / "scheduler_config.json").unlink()
+    sch = CMStochasticIterativeScheduler(num_train_timesteps=40, sigma_min=0.002, sigma_max=80.0, clip_denoised=True)
+    sch.save_pretrained(d)
+    model = load_model("diffusers", path=str(d), dtype="float64")
+    assert (model.prediction_type, model.schedule.describe()) == ("sample", "ve(sigma_min=0.002,sigma_max=80)")
+    unet = UNet2DModel.from_pretrained(d).double()
+    sch.set_timesteps(timesteps=[22, 0])
+    x_T = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * sch.init_noise_sigma
+    x, g = x_T.double(), torch.Generator().manual_seed(1)  # diffusers' CM pipeline loop, in float64
+    with torch.no_grad():
+        for t in sch.timesteps:
+            out = unet(sch.scale_model_input(x, t), t.expand(3)).sample
+            x = sch.step(out, t, x, generator=g).prev_sample
+    ours = nfebench.sample(model, model.schedule, x_T.double(), "consistency", 2, clip=True,
+                           generator=torch.Generator().manual_seed(1),  # float64 draws, as diffusers' here
+                           timesteps=sch.sigmas[:-1].double().tolist())
+    close(ours, x)
