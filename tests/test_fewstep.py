@@ -158,7 +158,8 @@ def test_consistency_matches_cm_stochastic_iterative_scheduler(timesteps):
     # ours in float64: the VP frame divides x_T by ~sigma_max and the adapter multiplies back, which costs float32
     # about sigma_max * 1e-7 absolute, more than the 1e-5 relative asked
     ours = nfebench.sample(cm_network(toy_net, 0.002), VE(0.002, 80.0), x_T.double(), "consistency", len(timesteps),
-                           generator=Float32Noise(torch.Generator().manual_seed(1)), prediction_type="sample", clip=True,
+                           generator=Float32Noise(torch.Generator().manual_seed(1)), prediction_type="sample",
+                           clip=True,
                            timesteps=sch.sigmas[:-1].double().tolist())
     close(ours, x)
 

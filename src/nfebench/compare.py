@@ -6,8 +6,8 @@ nfebench.stats (paired over the samples' shared seeds), and refuses, in one line
 protocols, runs sampled from different seeds (unless --unpaired), and runs without stored features (saying how to
 re-score them: `--rescore RUN` recomputes features.npz from the run's samples.npz).
 
-`python -m nfebench.compare --student MODEL [--sampler S]`: every row of the few-step model MODEL (its `teacher` column names the
-teacher) beside every row on its teacher at the same NFE, seed and sample count in the same leaderboard: the paired
+`python -m nfebench.compare --student MODEL [--sampler S]`: every row of the few-step model MODEL (its `teacher`
+column names the teacher) beside every row on its teacher at the same NFE, seed and sample count in the same leaderboard: the paired
 FID difference student - solver with its CI and p-value (Holm-adjusted within each NFE), best solver first at each NFE.
 """
 
@@ -183,8 +183,8 @@ def student_vs_teacher(results: Path, student: str, n_boot: int = 1000, seed: in
 
 def student_table(out: list, alpha: float = 0.05) -> str:
     """Markdown: one line per pair; significant = Holm-adjusted p < alpha (the CI is the unadjusted one)."""
-    lines = ["| NFE | student FID | solver on the teacher | solver FID | student - solver [95% CI] | p (Holm, per NFE) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| NFE | student FID | solver on the teacher | solver FID | student - solver [95% CI] "
+             "| p (Holm, per NFE) |", "|---|---|---|---|---|---|"]
     for r in out:
         verdict = "tie" if r["p_holm"] >= alpha else ("student better" if r["delta"] < 0 else "solver better")
         opts = json.loads(r["solver_options"]) if isinstance(r["solver_options"], str) else {}

@@ -57,7 +57,8 @@ def _in_survey(*names: str, tables=SURVEY_TABLES) -> dict:
 
 NAME_RULES: tuple[NameRule, ...] = (
     # --- issue 21: few-step models (the algorithm only: each row needs its own distilled model) -----------------
-    NameRule("consistency", {}, {"fewstep-notes": ("Consistency Distillation (CD)", "Improved Consistency Training (iCT)",
+    NameRule("consistency", {}, {"fewstep-notes": ("Consistency Distillation (CD)",
+                                                   "Improved Consistency Training (iCT)",
                                                    "Continuous-time Consistency Model (sCM)")},
              "multistep consistency sampling (Song et al. 2023, Alg. 1); CD, iCT and sCM are different models, each "
              "needs the authors' checkpoint (sCM samples with TrigFlow's own sampler)"),

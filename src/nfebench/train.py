@@ -3,7 +3,8 @@
     python -m nfebench.train ddpm        --steps 8000 --out checkpoints/digits-ddpm
     python -m nfebench.train ddpm        --num-classes 10 --label-dropout 0.15 --out checkpoints/digits-cond
     python -m nfebench.train classifier  --steps 3000  --out checkpoints/digits-cnn
-    python -m nfebench.train cd          --steps 4000 --threads 1 --model checkpoints/digits-ddpm --out checkpoints/digits-cm
+    python -m nfebench.train cd          --steps 6000 --batch-size 64 --threads 1 --max-minutes 28 \
+                                         --model checkpoints/digits-ddpm --out checkpoints/digits-cm
     python -m nfebench.train cov_heads   --steps 3000 --threads 1 --model checkpoints/digits-ddpm \
                                          --out checkpoints/digits-ddpm/cov_heads
 

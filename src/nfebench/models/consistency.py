@@ -45,11 +45,6 @@ def check_spec(spec) -> dict:
     return out
 
 
-def from_cm_scheduler_config(cfg: dict) -> dict:
-    """The spec and VE range a diffusers CMStochasticIterativeScheduler config describes."""
-    return {"kind": "cm", "sigma_data": float(cfg.get("sigma_data", 0.5))}
-
-
 def cm_network(network, sigma_min: float, sigma_data: float = 0.5):
     """D(x_ve, s) of a consistency model's raw network F(x_in, t) (module docstring, kind cm)."""
 
