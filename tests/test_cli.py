@@ -77,7 +77,7 @@ def test_end_to_end_run_from_another_directory(tmp_path, tiny_unet_dir):
 
 @pytest.mark.parametrize("args, needle", [
     (["sampler.name=nope"], "unknown sampler 'nope'"),
-    (["sampler=nope"], "unknown sampler 'nope'; allowed: analytic_ddim, analytic_ddpm, ddim"),
+    (["sampler=nope"], "unknown sampler 'nope'; allowed: analytic_ddim, analytic_ddpm, consistency, ddim"),
     (["model=nope"], "unknown model 'nope'; allowed: "),
     (["dataset=imagenet"], "unknown dataset 'imagenet'; allowed: "),
     (["-m", "sampler=ddim,dmp"], "unknown sampler 'dmp'"),

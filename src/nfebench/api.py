@@ -11,7 +11,7 @@ from .models.base import EpsModel
 from .models.parametrization import EpsAdapter, check_guidance
 from .samplers import CountedEps, SamplerError, get_sampler
 from .samplers.common import COMMON_OPTIONS, apply_common_options, as_noise
-from .schedules import Schedule, as_schedule
+from .schedules import Schedule, ScheduleError, Truncated, as_schedule
 
 
 def check_nfe(nfe, min_nfe: int, sampler: str) -> int:
@@ -56,7 +56,7 @@ def as_eps(model_fn: Callable, schedule: Schedule, prediction_type: str, varianc
 def sample(model_fn: Callable, betas_or_schedule, x_T: torch.Tensor, sampler: str = "dpm", nfe: int = 10,
            generator=None, prediction_type: str = "epsilon", *, variance_type: str | None = None,
            return_nfe: bool = False, class_labels=None, guidance_scale: float | None = None,
-           null_class: int | None = None, **options):
+           null_class: int | None = None, t_start: float | None = None, **options):
     """Solve from x_T to x_0 with `sampler`, calling model_fn at most `nfe` times.
 
     model_fn(x, tau): the network in its own terms. tau is the model's own time variable, a float tensor of shape
@@ -73,6 +73,8 @@ def sample(model_fn: Callable, betas_or_schedule, x_T: torch.Tensor, sampler: st
     conversion (diffusers' convention; None or 1: the conditional model alone, 0: unconditional), eps_u the model
     at null_class. One guided evaluation counts as one NFE (two network passes, batched as one forward of 2B).
     generator: None, a torch.Generator, or a nfebench.samplers.PerSampleNoise (batch-size-independent noise).
+    t_start: truncated diffusion (ES-DDPM, TDPM): x is the state at model time t_start in the model's space (e.g. a
+    prior's sample noised to t_start) and the sampler's grid starts there (nfebench.schedules.Truncated).
     options: the sampler's own options (see nfebench.samplers.SAMPLERS[name].options); unknown ones are errors.
     Every sampler also takes sigmas (an explicit grid in EDM sigma, a list or a file; the last may be 0, clean data),
     ays_model (sd15 | sdxl | svd, the list of spacing="ays"); docs/samplers.md.
@@ -86,6 +88,11 @@ def sample(model_fn: Callable, betas_or_schedule, x_T: torch.Tensor, sampler: st
     opts, noise = apply_common_options(spec, sched, opts, as_noise(generator), **common)
     y = check_guidance(class_labels, guidance_scale, null_class, x_T.shape[0])
     eps_fn = as_eps(model_fn, sched, prediction_type, variance_type)
+    if t_start is not None:
+        try:
+            sched = Truncated(sched, t_start)
+        except ScheduleError as e:
+            raise SamplerError(str(e)) from None
     eps = CountedEps(eps_fn if y is None else partial(eps_fn, class_labels=y, guidance_scale=guidance_scale,
                                                       null_class=null_class), budget=nfe)
     with torch.no_grad():

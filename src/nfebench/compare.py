@@ -6,6 +6,10 @@ stored them in clip.npz: text-to-image runs), their difference A - B with its co
 nfebench.stats (paired over the samples' shared seeds), and refuses, in one line, runs scored under different
 protocols, runs sampled from different seeds (unless --unpaired), and runs without stored features (saying how to
 re-score them: `--rescore RUN` recomputes features.npz from the run's samples.npz).
+
+`python -m nfebench.compare --student MODEL [--sampler S]`: every row of the few-step model MODEL (its `teacher`
+column names the teacher) beside every row on its teacher at the same NFE, seed and sample count in the same leaderboard: the paired
+FID difference student - solver with its CI and p-value (Holm-adjusted within each NFE), best solver first at each NFE.
 """
 
 from __future__ import annotations
@@ -195,9 +199,58 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def student_vs_teacher(results: Path, student: str, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                       sampler: str | None = None) -> list:
+    """One dict per (student row, teacher row at the same nfe, seed and num_samples): paired FID student - solver,
+    its CI and p-value, and p_holm (Holm-adjusted within each NFE). sampler: only the student's rows of this sampler."""
+    from .leaderboard import read_leaderboard
+    from .report import holm
+
+    board = read_leaderboard(results / "leaderboard.csv")
+    rows = board[(board["model"] == student) & ((board["sampler"] == sampler) if sampler else True)]
+    if rows.empty:
+        raise CompareError(f"no rows of model {student!r} in {results / 'leaderboard.csv'}")
+    teachers = sorted({str(t) for t in rows["teacher"].dropna()})
+    if len(teachers) != 1:
+        raise CompareError(f"model {student!r} must name exactly one teacher (model.teacher); its rows name "
+                           f"{teachers or 'none'}")
+    out, ref = [], None
+    for _, srow in rows.sort_values("nfe").iterrows():
+        same = board[(board["model"] == teachers[0]) & (board["nfe"] == srow["nfe"]) & (board["seed"] == srow["seed"])
+                     & (board["num_samples"] == srow["num_samples"])]
+        a = find_run(str(srow["run_id"]), results)
+        for _, trow in same.iterrows():
+            b = find_run(str(trow["run_id"]), results)
+            ref = ref if ref is not None else reference_features(a)
+            r = compare_runs(a, b, n_boot, seed, level, metrics=("fid",), ref=ref)[0]
+            out.append({"nfe": int(srow["nfe"]), "student": a.run_id, "student_sampler": srow["sampler"],
+                        "solver": trow["sampler"], "solver_options": trow["sampler_options"], "solver_run": b.run_id,
+                        **{k: r[k] for k in ("a", "b", "delta", "ci_low", "ci_high", "p_value")}})
+    for nfe in {r["nfe"] for r in out}:  # Holm within each NFE: "at NFE k, is the student better than each solver?"
+        group = [r for r in out if r["nfe"] == nfe]
+        for r, p_adj in zip(group, holm([r["p_value"] for r in group])):
+            r["p_holm"] = p_adj
+    return sorted(out, key=lambda r: (r["nfe"], r["b"]))
+
+
+def student_table(out: list, alpha: float = 0.05) -> str:
+    """Markdown: one line per pair; significant = Holm-adjusted p < alpha (the CI is the unadjusted one)."""
+    lines = ["| NFE | student FID | solver on the teacher | solver FID | student - solver [95% CI] "
+             "| p (Holm, per NFE) |", "|---|---|---|---|---|---|"]
+    for r in out:
+        verdict = "tie" if r["p_holm"] >= alpha else ("student better" if r["delta"] < 0 else "solver better")
+        opts = json.loads(r["solver_options"]) if isinstance(r["solver_options"], str) else {}
+        how = "tuned grid" if opts.get("tuned_grid") else opts.get("spacing", "")
+        lines.append(f"| {r['nfe']} | {fmt(r['a'])} | {r['solver']} ({how}) | {fmt(r['b'])} | "
+                     f"{fmt(r['delta'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}] | {r['p_holm']:.3g} ({verdict}) |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m nfebench.compare", description=__doc__.split("\n\n")[0])
-    ap.add_argument("runs", nargs="+", metavar="RUN", help="two run ids or run directories (one with --rescore)")
+    ap.add_argument("runs", nargs="*", metavar="RUN", help="two run ids or run directories (one with --rescore)")
+    ap.add_argument("--student", metavar="MODEL", help="a few-step model: its rows beside its teacher's at each NFE")
+    ap.add_argument("--sampler", help="with --student: only the student's rows of this sampler")
     ap.add_argument("--results", default="results", type=Path, help="results directory (default: results)")
     ap.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (>= 100; default 1000)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the bootstrap's resampling (default 0)")
@@ -210,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     from .stats import StatsError
 
     try:
+        if args.student:
+            print(student_table(student_vs_teacher(args.results, args.student, args.n_boot, args.seed, args.level,
+                                                 args.sampler)))
+            return 0
         if args.rescore:
             for name in args.runs:
                 print(f"wrote {rescore(find_run(name, args.results))}")

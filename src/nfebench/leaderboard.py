@@ -71,6 +71,12 @@ COLUMNS = [
     "clip_score",          # torchmetrics' CLIP score: max(mean over samples of 100 cos(image, caption), 0)
     "clip_model",          # the CLIP backbone of clip_score and cmmd (scores from different backbones do not compare)
     "cmmd",                # CMMD (Jayasumana et al. 2024): RBF-kernel MMD^2 (sigma 10) x 1000 of CLIP image embeddings
+
+    # --- added with few-step models and truncated diffusion (issue 21) ---
+    "teacher",             # a distilled model's teacher (its model config name, from model.teacher); empty otherwise
+    "training_cost",       # the distillation's training cost, from the model card (model.training_cost)
+    "t_start",             # truncated diffusion: the model time the chain started at (empty: the schedule's top)
+    "prior_seconds",       # truncated diffusion: seconds the prior (model.prior) took for all samples, not in NFE
 ]
 
 

@@ -51,6 +51,10 @@ OPTION_NEEDS = {("spacing", "elbo"): "elbo_costs"}
 # metrics.<key> true -> the need it implies (resolved after the sampler's own needs, seeing their options)
 METRIC_NEEDS = {"ode_error": "ode_reference"}
 
+# model config keys read here, never passed to a loader: the consistency preconditioning, a truncated chain's prior,
+# a distilled model's card (teacher, training cost) and the sampler its card names (default_sampler, documentation).
+MODEL_KEYS = ("consistency", "prior", "teacher", "training_cost", "default_sampler")
+
 
 def resolver(name: str):
     """Register the resolver of need `name` (one per name)."""
@@ -68,6 +72,13 @@ def needs_of(model, p) -> list[str]:
     """The needs of point p on this model, in resolution order (model first: a wrapper can serve sampler needs)."""
     spec = get_sampler(p.sampler)
     names = list(getattr(model, "needs", ()) or ())
+    model_cfg, cfg = getattr(p, "model", None) or {}, getattr(p, "cfg", None) or {}
+    if model_cfg.get("consistency"):
+        names.append("consistency")
+    if model_cfg.get("prior") is not None or cfg.get("t_start") is not None:
+        names.append("prior")
+    if model_cfg.get("teacher") is not None or model_cfg.get("training_cost") is not None:
+        names.append("card")
     names += list(spec.needs)
     names += [need for (opt, value), need in OPTION_NEEDS.items()
               if p.sampler_options.get(opt) == value and need in spec.options]
@@ -206,3 +217,86 @@ def ode_reference(model, p, progress=True) -> Resolution:
     from .metrics.ode_error import resolve
 
     return resolve(model, p, progress)
+
+
+# --- few-step models and truncated diffusion (issue 21) ----------------------------------------------------------
+
+@resolver("consistency")
+def consistency_preconditioning(model, p, progress=True) -> Resolution:
+    """A consistency model's boundary-condition scalings (model.consistency; nfebench.models.consistency) as a
+    wrapper of the model, so every sampler sees the preconditioned x_0."""
+    from .models.base import ModelError
+    from .models.consistency import precondition
+    from .run import ConfigError
+
+    spec = (getattr(p, "model", None) or {}).get("consistency") or getattr(model, "consistency", None)
+    try:
+        return Resolution(model=precondition(model, spec))
+    except ModelError as e:
+        raise ConfigError(str(e)) from None
+
+
+@resolver("card")
+def model_card(model, p, progress=True) -> Resolution:
+    """A distilled model's teacher and training cost (model.teacher, model.training_cost) into its row."""
+    cfg = p.model
+    return Resolution(row={"teacher": cfg.get("teacher"), "training_cost": cfg.get("training_cost")})
+
+
+def prior_seeds(seeds) -> list[int]:
+    """The seeds the prior gets: derived from each sample's seed, apart from the stream of its diffusion noise."""
+    import numpy as np
+
+    return [int(np.random.SeedSequence([int(s), 21]).generate_state(1)[0]) for s in seeds]
+
+
+@resolver("prior")
+def truncated_start(model, p, progress=True) -> Resolution:
+    """Truncated diffusion (ES-DDPM, Lyu et al. 2022; TDPM, Zheng et al. 2023): model.prior (package.module:function,
+    fn(seeds) -> x_0 samples [len(seeds), *sample_shape] in the model's space, sample i from seeds[i] alone) draws
+    every sample's x_0 once, here (its cost is prior_seconds, not NFE); each sample starts at t_start as
+    alpha x_0 + sigma z, z from its own noise, and the sampler's grid starts at t_start (schedules.Truncated)."""
+    import dataclasses
+
+    import torch
+
+    from .models.base import ModelError
+    from .models.python_factory import import_factory
+    from .run import ConfigError, sample_seeds
+    from .schedules import ScheduleError, Truncated
+
+    t_start, spec = p.cfg.get("t_start"), p.model.get("prior")
+    if t_start is None or spec is None:
+        raise ConfigError(f"truncated diffusion needs both t_start and model.prior; got t_start={t_start!r}, "
+                          f"model.prior={spec!r}")
+    if isinstance(t_start, bool) or not isinstance(t_start, (int, float)):
+        raise ConfigError(f"t_start must be a number (model time), got {t_start!r}")
+    try:
+        sched = Truncated(model.schedule, t_start)
+        fn = import_factory(spec, what="model.prior")
+    except (ScheduleError, ModelError) as e:
+        raise ConfigError(str(e)) from None
+    seeds = sample_seeds(p.seed, p.num_samples)
+    t0 = time.perf_counter()
+    try:
+        x0 = fn(prior_seeds(seeds))
+    except Exception as e:  # the user's code failing
+        raise ConfigError(f"model.prior {spec!r} failed: {type(e).__name__}: {e}") from None
+    seconds = time.perf_counter() - t0
+    want = (len(seeds), *model.sample_shape)
+    if not isinstance(x0, torch.Tensor) or tuple(x0.shape) != want:
+        got = tuple(x0.shape) if isinstance(x0, torch.Tensor) else type(x0).__name__
+        raise ConfigError(f"model.prior {spec!r} returned {got}; expected a tensor of shape {want} (one x_0 per seed)")
+    if progress:
+        print(f"[nfebench] prior {spec}: {len(seeds)} samples in {seconds:.1f} s (not counted in NFE); chain from "
+              f"t_start={t_start:g}")
+    by_seed = {s: x0[i] for i, s in enumerate(seeds)}
+    a, s = float(sched.alpha(sched.t_max)), float(sched.sigma(sched.t_max))
+
+    def start(noise, batch_seeds):
+        x = torch.stack([by_seed[s_] for s_ in batch_seeds]).to(model.dtype)
+        return a * x + s * noise.randn(model.sample_shape, dtype=model.dtype)
+
+    wrapped = dataclasses.replace(model, schedule=sched, start=start, needs=(), calls=0)
+    return Resolution(model=wrapped, row={"t_start": float(t_start), "prior_seconds": round(seconds, 3)},
+                      timings={"prior_seconds": round(seconds, 3)})

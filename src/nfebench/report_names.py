@@ -56,6 +56,12 @@ def _in_survey(*names: str, tables=SURVEY_TABLES) -> dict:
 
 
 NAME_RULES: tuple[NameRule, ...] = (
+    # --- issue 21: few-step models (the algorithm only: each row needs its own distilled model) -----------------
+    NameRule("consistency", {}, {"fewstep-notes": ("Consistency Distillation (CD)",
+                                                   "Improved Consistency Training (iCT)",
+                                                   "Continuous-time Consistency Model (sCM)")},
+             "multistep consistency sampling (Song et al. 2023, Alg. 1); CD, iCT and sCM are different models, each "
+             "needs the authors' checkpoint (sCM samples with TrigFlow's own sampler)"),
     # --- issue 15 (first: a spacing=elbo ddpm must not fall through to the plain ddpm rules) ----------------------
     NameRule("ddpm", {"spacing": "elbo"}, _in_survey("Efficient Sampling", tables=SURVEY_TABLES[1:]),
              "Watson et al. 2021's ELBO-optimal steps; the survey credits its 'Efficient Sampling' rows to [105]/[137] "

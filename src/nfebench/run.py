@@ -42,9 +42,9 @@ from .leaderboard import append_row, atomic_write_bytes, atomic_write_text, read
 from .models import load_model
 from .models.parametrization import check_guidance, network_passes
 from .paths import portable
-from .api import check_nfe, dry_run, to_vp_frame
+from .api import check_nfe, dry_run
 from .samplers import CountedEps, PerSampleNoise, SamplerError, get_sampler
-from .needs import RESOLVERS, prepare
+from .needs import MODEL_KEYS, RESOLVERS, prepare
 from .samplers.common import COMMON_OPTIONS, apply_common_options
 from .runtime import begin
 from .shards import parse_shard, run_shard
@@ -64,7 +64,7 @@ class RunFailed(RuntimeError):
 NON_KEY_FIELDS = ("results_dir", "device", "batch_size", "force", "shard", "storage")
 # Config keys added after rows were recorded: at these defaults they are left out of the key, so earlier run ids
 # (and the rows already in a leaderboard, which make reproduce skips) stay valid. None: top-level keys.
-LATER_DEFAULTS = {None: {"guidance_scale": None, "class_labels": None, **COMMON_OPTIONS,
+LATER_DEFAULTS = {None: {"guidance_scale": None, "class_labels": None, **COMMON_OPTIONS, "t_start": None,
                          "prompts": None, "negative_prompt": None, "guidance_interval": None},  # issue 22
                   "model": {"prediction_type": None, "variance_type": None, "schedule": None,
                             "num_classes": None, "null_class": None, "conditional": False,
@@ -261,12 +261,12 @@ def generate(model, p: Point, seeds: list[int], shard_dir: Path | None = None, p
                               guidance_scale=p.guidance_scale, null_class=model.null_class)
                 t0 = time.perf_counter()
                 noise = PerSampleNoise(seeds[i:j])
-                x_T = sched.prior_std * noise.randn(model.sample_shape, dtype=model.dtype)
                 own = dict(sampler_call_options(p))
                 common = {k: own.pop(k) for k in COMMON_OPTIONS if k in own}
                 own, noise = apply_common_options(spec, sched, own, noise, **common)
                 grid = own.get("timesteps")  # an explicit grid (timesteps or sigmas): x_T is the state at its start
-                x = to_vp_frame(x_T, sched, None if grid is None else float(list(grid)[0])).to(model.device)
+                x = model.initial_state(noise, seeds[i:j], None if grid is None else float(list(grid)[0]))
+                x = x.to(model.device)
                 eps = CountedEps(partial(model, **cond), budget=p.nfe)
                 x0 = spec.fn(eps, sched, x, p.nfe, noise, **own)
                 bad = eps.nonfinite or (None if torch.isfinite(x0).all() else
@@ -466,7 +466,7 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
                                "need the reference images; set them to false")
     session = begin(p)  # torchrun ranks (p.device becomes this rank's GPU), runtime options, preflight of data/weights
     t_load = time.perf_counter()
-    model_opts = {k: v for k, v in p.model.items() if k not in ("kind", "note")}
+    model_opts = {k: v for k, v in p.model.items() if k not in ("kind", "note", *MODEL_KEYS)}
     model = memo.load_model(p.model["kind"], device=p.device, **model_opts)  # once per sweep process
     p.labels = class_labels_for(p, model, sample_seeds(p.seed, p.num_samples))  # bad labels / guidance fail here
     if p.metrics.get("sfid") or p.metrics.get("reference_batch"):  # sFID's layer, the batch's resolution

@@ -472,6 +472,61 @@ KINDS = {"discrete": Discrete, "vp_linear": VPLinear, "ve": VE, "flow": Flow}
 DYNAMIC_SHIFT_KEYS = ("base_shift", "max_shift", "base_image_seq_len", "max_image_seq_len", "time_shift_type")
 
 
+class Truncated(Schedule):
+    """A schedule whose chain starts at t_start < t_max (truncated diffusion: ES-DDPM, Lyu et al. 2022; TDPM, Zheng
+    et al. 2023): every quantity is the base schedule's, only t_max is t_start, so every sampler's grid starts
+    there. `betas` is hidden (None): samplers defined on the full training chain refuse it."""
+
+    betas = None
+
+    def __init__(self, base: Schedule, t_start: float):
+        t_start = float(t_start)
+        if not base.t_min < t_start <= base.t_max:
+            raise ScheduleError(f"t_start={t_start:g} is outside the schedule's ({base.t_min:g}, {base.t_max:g}]")
+        if base.discrete and t_start != round(t_start):
+            raise ScheduleError(f"t_start={t_start:g}: a discrete schedule starts at an integer timestep")
+        self.base, self.t_start = base, t_start
+        self.discrete, self.prior_std = base.discrete, base.prior_std
+        self.t_min, self.t_max = base.t_min, t_start
+
+    def describe(self) -> str:
+        return self.base.describe()  # the model's schedule; the row's t_start column says where the chain began
+
+    def log_alpha_bar_at(self, tau):
+        return self.base.log_alpha_bar_at(tau)
+
+    def tau_from_log_alpha_bar(self, lab):
+        return self.base.tau_from_log_alpha_bar(lab)
+
+    # every map is the base schedule's own (a subclass may override any of them)
+    def alpha_bar(self, tau):
+        return self.base.alpha_bar(tau)
+
+    def alpha(self, tau):
+        return self.base.alpha(tau)
+
+    def sigma(self, tau):
+        return self.base.sigma(tau)
+
+    def lambda_(self, tau):
+        return self.base.lambda_(tau)
+
+    def edm_sigma(self, tau):
+        return self.base.edm_sigma(tau)
+
+    def tau_from_lambda(self, lam):
+        return self.base.tau_from_lambda(lam)
+
+    def tau_from_edm_sigma(self, s):
+        return self.base.tau_from_edm_sigma(s)
+
+    def input_scale(self, tau):
+        return self.base.input_scale(tau)
+
+
+KINDS = {"discrete": Discrete, "vp_linear": VPLinear, "ve": VE}
+
+
 def as_schedule(betas_or_schedule) -> Schedule:
     """A Schedule as given, or a plain 1-D betas array as the Discrete schedule (the API's historical meaning)."""
     return betas_or_schedule if isinstance(betas_or_schedule, Schedule) else Discrete(betas_or_schedule)

@@ -4,6 +4,8 @@
     python -m nfebench.train ddpm        --num-classes 10 --label-dropout 0.15 --out checkpoints/digits-cond
     python -m nfebench.train flow        --steps 2000 --threads 1 --out checkpoints/digits-flow
     python -m nfebench.train classifier  --steps 3000  --out checkpoints/digits-cnn
+    python -m nfebench.train cd          --steps 6000 --batch-size 64 --threads 1 --max-minutes 28 \
+                                         --model checkpoints/digits-ddpm --out checkpoints/digits-cm
     python -m nfebench.train cov_heads   --steps 3000 --threads 1 --model checkpoints/digits-ddpm \
                                          --out checkpoints/digits-ddpm/cov_heads
 
@@ -20,6 +22,8 @@ flow_prediction on Flow(shift=1, time_scale=1000), as diffusers' flow pipelines 
 IS logits (see nfebench.metrics.digits_cnn); reports held-out accuracy on the test split.
 `cov_heads`: SN-DPM's and NPR-DPM's covariance heads (nfebench.cov_heads) on the frozen network of --model, on the
 digits train split; reports each head's held-out loss on the test split.
+`cd`: consistency distillation of --model (Song et al. 2023, Alg. 2; train_cd) into a student with LCM's boundary
+scalings (lcm_boundary), sampled by `sampler=consistency` (model=digits_cm).
 All write a model card (README.md) beside the weights: command, steps, final loss, wall time, evaluation.
 """
 
@@ -306,9 +310,114 @@ def train_cov_heads(model_dir: Path, steps: int, batch_size: int, lr: float, see
     return stats
 
 
+def lcm_boundary(tau: torch.Tensor, sigma_data: float = 0.5, timestep_scaling: float = 10.0):
+    """LCM's boundary-condition scalings on a discrete schedule (Luo et al. 2023; diffusers LCMScheduler's
+    get_scalings_for_boundary_condition_discrete): with s = timestep_scaling * tau, c_skip = sd^2 / (s^2 + sd^2),
+    c_out = s / sqrt(s^2 + sd^2), so f(x, 0) = x exactly (the consistency models' boundary condition)."""
+    s = tau.double() * timestep_scaling
+    return sigma_data**2 / (s**2 + sigma_data**2), s / (s**2 + sigma_data**2).sqrt()
+
+
+def consistency_fn(unet, x: torch.Tensor, n: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """f(x, n) = c_skip(n) x + c_out(n) x0_hat(x, n), x0_hat the eps-network's (x - sigma eps) / alpha."""
+    ab = alphas_cumprod[n].view(-1, 1, 1, 1)
+    x0 = (x - (1 - ab).sqrt() * unet(x, n).sample) / ab.sqrt()
+    c_skip, c_out = (c.float().view(-1, 1, 1, 1) for c in lcm_boundary(n))
+    return c_skip * x + c_out * x0
+
+
+def cd_levels(num_levels: int, T: int = 1000) -> torch.Tensor:
+    """The distillation's discretisation of the teacher's time: 0 (the boundary) and num_levels evenly spaced
+    integer timesteps ending at T - 1 (with 50 levels: 0, 19, 39, ..., 999, LCM's skipping-step grid of k = 20)."""
+    step = T // num_levels
+    return torch.tensor([0] + [step * (i + 1) - 1 for i in range(num_levels)], dtype=torch.long)
+
+
+def cd_loss(student, target, teacher, x0: torch.Tensor, alphas_cumprod: torch.Tensor, levels: torch.Tensor,
+            generator=None) -> torch.Tensor:
+    """Consistency distillation (Song et al. 2023, Alg. 2) with a DDIM step of the teacher as the ODE solver and the
+    pseudo-Huber distance (Song & Dhariwal 2023, iCT): n ~ U{0..N-1}, x_{n+1} = alpha x0 + sigma z, x_n-hat = the
+    teacher's DDIM step from t_{n+1} to t_n, loss d(f_theta(x_{n+1}, t_{n+1}), f_target(x_n-hat, t_n))."""
+    i = torch.randint(0, levels.numel() - 1, (x0.shape[0],), generator=generator)
+    t_hi, t_lo = levels[i + 1], levels[i]
+    ab_hi, ab_lo = (alphas_cumprod[t].view(-1, 1, 1, 1) for t in (t_hi, t_lo))
+    x_hi = ab_hi.sqrt() * x0 + (1 - ab_hi).sqrt() * torch.randn(x0.shape, generator=generator)
+    with torch.no_grad():
+        eps = teacher(x_hi, t_hi).sample
+        x0_teacher = (x_hi - (1 - ab_hi).sqrt() * eps) / ab_hi.sqrt()
+        x_lo = ab_lo.sqrt() * x0_teacher + (1 - ab_lo).sqrt() * eps  # DDIM (Song et al. 2021, Eq. 12, eta = 0)
+        y = consistency_fn(target, x_lo, t_lo, alphas_cumprod)
+    d = (consistency_fn(student, x_hi, t_hi, alphas_cumprod) - y).pow(2).flatten(1).sum(1)
+    c = 0.00054 * x0[0].numel() ** 0.5
+    return ((d + c**2).sqrt() - c).mean()
+
+
+def train_cd(teacher_dir: Path, steps: int, batch_size: int, lr: float, seed: int, out: Path, num_levels: int = 50,
+             target_decay: float = 0.95, ema_decay: float = 0.999, max_seconds: float | None = None,
+             log_every: int = 100):
+    """Distil the teacher into a consistency model (cd_loss); the student starts from the teacher's weights."""
+    from diffusers import UNet2DModel
+    from tqdm import tqdm
+
+    from .models.diffusers_unet import betas_from_scheduler_config
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    teacher = UNet2DModel.from_pretrained(teacher_dir).eval().requires_grad_(False)
+    scheduler_config = json.loads((teacher_dir / "scheduler_config.json").read_text())
+    betas = betas_from_scheduler_config(scheduler_config)
+    alphas_cumprod = torch.tensor(np.cumprod(1 - betas), dtype=torch.float32)
+    levels = cd_levels(num_levels, betas.size)
+    student = copy.deepcopy(teacher).train().requires_grad_(True)
+    target = copy.deepcopy(teacher)
+    ema = copy.deepcopy(teacher)
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 200))
+    data = to_model_range(load_split("digits", "train"))
+    losses, t0, done = [], time.time(), 0
+    bar = tqdm(range(steps), desc="train cd", mininterval=5)
+    for step in bar:
+        idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
+        loss = cd_loss(student, target, teacher, data[idx], alphas_cumprod, levels, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            d = min(ema_decay, (1 + step) / (10 + step))
+            for pt, pe, ps in zip(target.parameters(), ema.parameters(), student.parameters()):
+                pt.lerp_(ps, 1 - target_decay)
+                pe.lerp_(ps, 1 - d)
+        losses.append(loss.item())
+        done = step + 1
+        if done % log_every == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.4f}")
+        if max_seconds is not None and time.time() - t0 > max_seconds:
+            break
+    wall = time.time() - t0
+    out.mkdir(parents=True, exist_ok=True)
+    ema.save_pretrained(out)
+    (out / "scheduler_config.json").write_text(json.dumps(scheduler_config, indent=2) + "\n")
+    test = to_model_range(load_split("digits", "test"))
+    with torch.no_grad():  # held-out CD loss of the EMA weights (target = EMA too), fixed noise
+        g = torch.Generator().manual_seed(1234)
+        test_loss = float(np.mean([cd_loss(ema, ema, teacher, test, alphas_cumprod, levels, g).item()
+                                   for _ in range(10)]))
+    stats = dict(method="consistency distillation (Song et al. 2023, Alg. 2), DDIM teacher step, pseudo-Huber",
+                 teacher=str(teacher_dir), steps=done, steps_requested=steps, batch_size=batch_size, lr=lr, seed=seed,
+                 num_levels=num_levels, target_decay=target_decay, ema_decay=ema_decay,
+                 boundary=dict(kind="lcm", sigma_data=0.5, timestep_scaling=10.0),
+                 final_train_loss=float(np.mean(losses[-200:])), test_loss_ema=test_loss,
+                 wall_seconds=round(wall, 1), threads=torch.get_num_threads(),
+                 parameters=sum(p.numel() for p in ema.parameters()), torch=torch.__version__)
+    (out / "training_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+    return stats
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m nfebench.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["ddpm", "flow", "classifier", "cov_heads"])
+    p.add_argument("what", choices=["ddpm", "flow", "classifier", "cov_heads", "cd"])
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=None)
@@ -325,7 +434,8 @@ def main(argv=None):
                    help="ddpm with --num-classes: probability of training on the null label (CFG)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--model", type=Path, default=Path("checkpoints/digits-ddpm"),
-                   help="cov_heads: the (frozen) diffusers model directory the heads are trained on")
+                   help="cov_heads, cd: the (frozen) diffusers model directory the heads are trained on")
+    p.add_argument("--max-minutes", type=float, default=None, help="cd: stop after this many minutes of training")
     p.add_argument("--out", type=Path, required=True)
     a = p.parse_args(argv)
     if a.num_classes is not None and a.num_classes < 1:
@@ -340,6 +450,9 @@ def main(argv=None):
                            num_classes=a.num_classes, label_dropout=a.label_dropout)
     elif a.what == "flow":
         stats = train_flow(a.steps or 2000, a.batch_size, a.lr or 1e-3, a.ema_decay, a.seed, a.out)
+    elif a.what == "cd":
+        stats = train_cd(a.model, a.steps or 4000, a.batch_size, a.lr or 2e-4, a.seed, a.out,
+                         max_seconds=None if a.max_minutes is None else 60 * a.max_minutes)
     elif a.what == "cov_heads":
         stats = train_cov_heads(a.model, a.steps or 3000, a.batch_size, a.lr or 1e-3, a.seed, a.out)
     else:

@@ -38,6 +38,8 @@ class EpsModel:
     # samples (a text-to-image pipeline's prompt embeddings and guidance, set by its need resolver,
     # nfebench.models.pipeline). With it the runner passes no class labels of its own.
     conditioning: Callable | None = None
+    needs: tuple = ()  # what must be prepared before sampling (nfebench.needs), e.g. ("consistency",)
+    start: Callable | None = None  # (noise, seeds) -> the sampler's initial state (VP frame); None: x_T (initial_state)
 
     def __post_init__(self):
         from ..schedules import Discrete
@@ -46,6 +48,18 @@ class EpsModel:
             self.schedule = Discrete(self.betas)
         if self.betas is None and self.schedule.discrete:
             self.betas = self.schedule.betas
+
+    def initial_state(self, noise, seeds, tau: float | None = None) -> torch.Tensor:
+        """The sampler's initial state for the samples of these seeds, in the VP frame: x_T = prior_std z in the
+        model's space (z from each sample's own noise source) at the schedule's t_max, or at tau (an explicit grid's
+        first timestep: x_T is the state there), or what `start` draws (a truncated chain's prior sample noised to
+        t_start, nfebench.needs)."""
+        if self.start is not None:
+            return self.start(noise, seeds)
+        sched = self.schedule
+        x = sched.prior_std * noise.randn(self.sample_shape, dtype=self.dtype)
+        scale = float(sched.input_scale(sched.t_max if tau is None else tau))
+        return x if scale == 1.0 else x / scale
 
     @property
     def network(self) -> Callable:

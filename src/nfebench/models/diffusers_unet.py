@@ -5,6 +5,9 @@ What the network is comes from scheduler_config.json beside the weights:
   of their training betas (DDPMScheduler's linear / scaled_linear / squaredcos_cap_v2 / trained_betas, computed by
   diffusers itself), their prediction_type (epsilon | sample | v_prediction) and variance_type (learned /
   learned_range: 2C output channels). The network gets the integer-valued timestep tau in [0, T-1].
+- CMStochasticIterativeScheduler (consistency models, e.g. openai/diffusers-cd_*): VE(sigma_min, sigma_max) with the
+  network wrapped in its c_skip / c_out / c_in scalings (nfebench.models.consistency.cm_network): an x_0 prediction
+  D(x; sigma), sampled by sampler=consistency.
 - ScoreSdeVeScheduler (the google/ncsnpp-* models): a VE score model; the network gets the VE sigma as its time
   input (UNet2DModel's Fourier embedding of log sigma) and x_0 + sigma eps as its input. score_sde trains its VE
   models on data in [0, 1] (not centered; ScoreSdeVePipeline clamps to [0, 1]), so with nfebench's data range
@@ -85,6 +88,8 @@ def read_scheduler_config(cfg: dict | None, image_seq_len=None) -> tuple:
             raise ModelError(f"scheduler config {cfg.get('_class_name')} has use_flow_sigmas with prediction_type "
                              f"{ptype!r}; flow sigmas need prediction_type flow_prediction")
         return flow_schedule_from_config(cfg, image_seq_len), "flow_prediction", None
+    if cfg.get("_class_name") == "CMStochasticIterativeScheduler":  # consistency models: D(x; sigma) after wrapping
+        return VE(cfg.get("sigma_min", 0.002), cfg.get("sigma_max", 80.0)), "sample", None
     if cfg.get("_class_name") == "ScoreSdeVeScheduler":  # data in [0, 1]: noise levels doubled in [-1, 1]
         return VE(2 * cfg.get("sigma_min", 0.01), 2 * cfg.get("sigma_max", 1348.0)), "score", None
     return (Discrete(betas_from_scheduler_config(cfg)), cfg.get("prediction_type", "epsilon"),
@@ -255,6 +260,10 @@ def load_diffusers(path: str | None = None, device="cpu", name: str | None = Non
             return 0.5 * net(0.5 * (x + 1.0), 0.5 * t, class_labels=y).sample
         return (net(x, timestep=t, class_labels=y) if dit else net(x, t, class_labels=y)).sample
 
+    if (sched_cfg or {}).get("_class_name") == "CMStochasticIterativeScheduler":  # the consistency model's own
+        from .consistency import cm_network  # boundary scalings around the raw network (models/consistency.py)
+
+        network = cm_network(network, float(sched.t_min), float(sched_cfg.get("sigma_data", 0.5)))
     decoder = None if decoder_kind is None else _load_decoder(root, decoder_kind, c.in_channels, torch_dtype, device)
     size = c.sample_size
     return EpsModel(name=name or Path(path).name, fn=EpsAdapter(network, sched, ptype, vtype),

@@ -22,20 +22,20 @@ from .base import EpsModel, ModelError
 from .parametrization import LEARNED, EpsAdapter, check_prediction_type, check_variance_type
 
 
-def import_factory(spec):
-    """package.module:function -> the function, or a one-line ModelError."""
+def import_factory(spec, what: str = "model.factory"):
+    """package.module:function -> the function, or a one-line ModelError naming `what` (the config key)."""
     if not isinstance(spec, str) or spec.count(":") != 1 or not all(spec.split(":")):
-        raise ModelError(f"model.factory must be 'package.module:function', got {spec!r}")
+        raise ModelError(f"{what} must be 'package.module:function', got {spec!r}")
     mod_name, attr = spec.split(":")
     try:
         mod = importlib.import_module(mod_name)
     except Exception as e:  # ImportError, or the module failing on import
-        raise ModelError(f"cannot import model.factory {spec!r}: {type(e).__name__}: {e}") from None
+        raise ModelError(f"cannot import {what} {spec!r}: {type(e).__name__}: {e}") from None
     fn = getattr(mod, attr, None)
     if fn is None:
-        raise ModelError(f"model.factory {spec!r}: module {mod_name!r} has no attribute {attr!r}")
+        raise ModelError(f"{what} {spec!r}: module {mod_name!r} has no attribute {attr!r}")
     if not callable(fn):
-        raise ModelError(f"model.factory {spec!r} is not callable (a {type(fn).__name__})")
+        raise ModelError(f"{what} {spec!r} is not callable (a {type(fn).__name__})")
     return fn
 
 

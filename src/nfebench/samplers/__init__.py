@@ -4,9 +4,8 @@ Adding a sampler is one file: write the function, decorate it, import the module
 """
 
 # modules register their samplers on import
-from . import (adaptive, analytic, ddpm, deis, diffusers_sampler, dpm_solver, dpmpp_sde, edm, er_sde,  # noqa: F401
-               kdiffusion_ode,
-               fastdpm, pndm, restart, sa_solver, sde, unipc)
+from . import (adaptive, analytic, consistency, ddpm, deis, diffusers_sampler, dpm_solver, dpmpp_sde, edm,  # noqa: F401
+               er_sde, fastdpm, kdiffusion_ode, pndm, restart, sa_solver, sde, unipc)
 from .common import CLEAN, BudgetExceeded, CountedEps, Noise, PerSampleNoise
 from .registry import SAMPLERS, SamplerError, SamplerSpec, get_sampler, register
 
