@@ -22,7 +22,7 @@ class StorageError(ValueError):
 
 def options(cfg: dict) -> dict:
     """storage.* with its defaults, validated (features: float16 | float32; samples: true | false)."""
-    s = {"features": "float16", "samples": True, **(cfg.get("storage") or {})}
+    s = {"features": "float32", "samples": True, **(cfg.get("storage") or {})}
     if s["features"] not in FEATURE_DTYPES:
         raise StorageError(f"storage.features={s['features']!r}; allowed: {', '.join(FEATURE_DTYPES)}")
     if not isinstance(s["samples"], bool):
