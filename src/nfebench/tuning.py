@@ -115,8 +115,8 @@ class _Grids:
         z = np.append(np.asarray(theta, dtype=np.float64), 0.0)
         inc = np.exp(z - z.max())
         c = np.cumsum(inc / inc.sum())[:-1]  # interior points in (0, 1)
-        ts = np.concatenate([[self.sched.t_max], self.sched.tau_from_lambda(self.lam_hi + c * (self.lam_lo -
-                                                                                              self.lam_hi)), [self.sched.t_min]])
+        inner = self.sched.tau_from_lambda(self.lam_hi + c * (self.lam_lo - self.lam_hi))
+        ts = np.concatenate([[self.sched.t_max], inner, [self.sched.t_min]])
         return np.append(ts, CLEAN) if self.clean else ts
 
     def theta(self, grid) -> np.ndarray:
@@ -295,7 +295,8 @@ def tune_point(cfg, progress: bool = True) -> dict:
                                                                                                       "note")})
     x_T = PerSampleNoise(sample_seeds(settings["seed"], settings["num_noise"])).randn(model.sample_shape,
                                                                                        dtype=model.dtype)
-    grid, info = tune(model, model.schedule, p.sampler, p.nfe, x_T.to(model.device), teacher_nfe=settings["teacher_nfe"],
+    grid, info = tune(model, model.schedule, p.sampler, p.nfe, x_T.to(model.device),
+                      teacher_nfe=settings["teacher_nfe"],
                       evals_per_point=settings["evals_per_point"], return_info=True, **opts)
     record = {
         "model": name, "model_digest": model_digest(model), "sampler": p.sampler, "options": key_options(opts),
