@@ -45,7 +45,7 @@ reproduce: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m nfebench -m experiment=nll_vs_k hydra/launcher=joblib hydra.launcher.n_jobs=2
 	# flow section (issue 26): digits_flow beside digits_ddpm, same seeds (paired), NFE 5-50; their ODE NLLs
 	OMP_NUM_THREADS=1 $(PY) -m nfebench -m experiment=flow_vs_ddpm hydra/launcher=joblib hydra.launcher.n_jobs=2
-	OMP_NUM_THREADS=1 $(PY) -m nfebench -m model=digits_flow,digits_ddpm sampler=dpmpp nfe=10 metrics=nll metrics.nll=ode metrics.nll_nfe=50 metrics.nll_num_images=64
+	OMP_NUM_THREADS=1 $(PY) -m nfebench -m model=digits_flow,digits_ddpm sampler=dpmpp nfe=10 metrics=nll metrics.nll=ode metrics.nll_nfe=20 metrics.nll_num_images=32
 	$(PY) -m nfebench.report --results results
 
 ## report-browser: open results/report.html in headless Chromium (no console error, images load, sorting and filtering

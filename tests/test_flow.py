@@ -129,7 +129,8 @@ def test_diffusers_flow_configs_load_as_flow(tmp_path):
 
     cases = [(FlowMatchEulerDiscreteScheduler(shift=3.0), 3.0),
              (FlowMatchHeunDiscreteScheduler(shift=2.0), 2.0),
-             (DPMSolverMultistepScheduler(use_flow_sigmas=True, flow_shift=3.0, prediction_type="flow_prediction"), 3.0),
+             (DPMSolverMultistepScheduler(use_flow_sigmas=True, flow_shift=3.0, prediction_type="flow_prediction"),
+              3.0),
              (UniPCMultistepScheduler(use_flow_sigmas=True, flow_shift=5.0, prediction_type="flow_prediction"), 5.0)]
     for sch, shift in cases:
         sched, ptype, vtype = read_scheduler_config(dict(sch.config, _class_name=type(sch).__name__))

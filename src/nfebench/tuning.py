@@ -125,8 +125,8 @@ class _Grids:
         z = np.append(np.asarray(theta, dtype=np.float64), 0.0)
         inc = np.exp(z - z.max())
         c = np.cumsum(inc / inc.sum())[:-1]  # interior points in (0, 1)
-        ts = np.concatenate([[self.sched.t_max], self.sched.tau_from_lambda(self.lam_hi + c * (self.lam_lo -
-                                                                                              self.lam_hi)), [self.sched.t_min]])
+        inner = self.sched.tau_from_lambda(self.lam_hi + c * (self.lam_lo - self.lam_hi))
+        ts = np.concatenate([[self.sched.t_max], inner, [self.sched.t_min]])
         return np.append(ts, CLEAN) if self.clean else ts
 
     def theta(self, grid) -> np.ndarray:
