@@ -95,7 +95,7 @@ def test_guidance_is_the_same_field_in_every_parametrization(sampler):
     """CFG is applied in eps after each parametrization's conversion: the oracle presented as epsilon, sample,
     v_prediction or score gives the same guided samples."""
     y, outs = torch.tensor([1, 2, 9]), []
-    for ptype in PARAMETRIZATIONS:
+    for ptype in (p for p in PARAMETRIZATIONS if p != "flow_prediction"):  # a VP oracle (flow: tests/test_flow.py)
         m = cond_oracle(ptype)
         outs.append(nfebench.sample(m.network, m.schedule, noise(m, 3), sampler, 10, torch.Generator().manual_seed(1),
                                     ptype, class_labels=y, guidance_scale=4.0, null_class=NULL))

@@ -16,7 +16,8 @@ from nfebench.recommend import _list_override
 DOCS = ["README.md", "docs/results.md", "docs/usage.md", "docs/concepts.md", "docs/report.md"]
 APPS = {"nfebench": "config", "nfebench.recommend": "recommend", "nfebench.tune": "tune"}
 FLAGS = {"nfebench.report": {"--results", "--latex"},
-         "nfebench.compare": {"--results", "--n-boot", "--seed", "--level", "--unpaired", "--rescore"}}
+         "nfebench.compare": {"--results", "--n-boot", "--seed", "--level", "--unpaired", "--rescore", "--student",
+                              "--sampler"}}
 
 
 def commands() -> list[tuple[str, str, list[str]]]:

@@ -75,7 +75,8 @@ def test_flow_oracle_same_x0_across_parametrizations(shift):
     x_T = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     # the samplers defined on a discrete VP schedule's integer timesteps, the diffusers bridge, and those needing
     # covariance heads refuse Flow with a one-line error; every other sampler runs here
-    skip = {"analytic_ddpm", "analytic_ddim", "fastdpm", "diffusers", "sn_ddpm", "sn_ddim", "npr_ddpm", "npr_ddim"}
+    skip = {"analytic_ddpm", "analytic_ddim", "fastdpm", "diffusers", "sn_ddpm", "sn_ddim", "npr_ddpm", "npr_ddim",
+            "lcm", "tcd"}  # LCM's default grid (spacing=lcm) is a discrete schedule's; consistency runs everywhere
     for name, spec in SAMPLERS.items():
         if name in skip:
             continue

@@ -20,7 +20,7 @@ SCHEDULES = {"discrete": None, "vp_linear": "vp_linear", "ve": "ve"}
 # every registered sampler but those that need a discrete schedule's extras (moments at integers, diffusers' betas,
 # covariance heads: tests/test_sn_npr.py); FastDPM is defined on integer timesteps, so only on the discrete schedule
 SAMPLER_NAMES = sorted(n for n in SAMPLERS if not n.startswith(("analytic_", "sn_", "npr_")) and n != "diffusers")
-DISCRETE_ONLY = ("fastdpm",)
+DISCRETE_ONLY = ("fastdpm", "lcm", "tcd")  # their default grids are a discrete schedule's (spacing=lcm)
 NFE = {"pndm": 13, "restart": 12, "rk45": 400, "ggf": 400}  # others: 8 (for rk45 and ggf a cap)
 
 

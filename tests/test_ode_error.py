@@ -80,8 +80,8 @@ def _plain(name):
     return not SAMPLERS[name].needs
 
 
-DETERMINISTIC = ["ddim", "deis", "diffusers", "dpm", "dpmpp", "euler", "fastdpm", "heun", "ipndm", "plms", "pndm",
-                 "rk45", "unipc"]
+DETERMINISTIC = ["ddim", "deis", "diffusers", "dpm", "dpm_2", "dpmpp", "euler", "fastdpm", "heun", "ipndm", "lms",
+                 "plms", "pndm", "rk45", "unipc"]
 
 
 def test_probe_decides_stochastic_and_end_from_the_sampler_itself():

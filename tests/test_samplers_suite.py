@@ -28,6 +28,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 ADAPTIVE = ("rk45", "ggf")  # nfe is a cap (dpm's method=adaptive: tests/test_stochastic_adaptive.py)
 MIN_WITH_DEFAULTS = {"restart": 11}  # 2 main Heun steps + the default restarts' 8
+MAX_WITH_DEFAULTS = {"lcm": 50, "tcd": 50}  # LCM's grid has original_steps (50) levels to choose from
 
 
 def expected_nfe(name: str, nfe: int) -> int:
@@ -86,6 +87,11 @@ def test_budget(name, nfe):
     if nfe < MIN_WITH_DEFAULTS.get(name, 0):
         with pytest.raises(SamplerError, match=f"nfe={nfe} is below the minimum of sampler '{name}'"):
             api.sample(model, BETAS, x_T(), name, nfe)
+        assert model.calls == 0
+        return
+    if nfe > MAX_WITH_DEFAULTS.get(name, nfe):
+        with pytest.raises(SamplerError, match=f"nfe={nfe} levels on LCM's grid of original_steps=50"):
+            api.sample(model, BETAS, x_T(), name, nfe, **inputs(name))
         assert model.calls == 0
         return
     if name in ADAPTIVE:  # a cap: spent what the controller needed, or an error once the cap is reached

@@ -523,8 +523,27 @@ class Truncated(Schedule):
     def input_scale(self, tau):
         return self.base.input_scale(tau)
 
+    def model_alpha(self, tau):
+        return self.base.model_alpha(tau)
 
-KINDS = {"discrete": Discrete, "vp_linear": VPLinear, "ve": VE}
+    def model_sigma(self, tau):
+        return self.base.model_sigma(tau)
+
+    def model_rates(self, tau):
+        return self.base.model_rates(tau)
+
+    def network_time(self, tau):
+        return self.base.network_time(tau)
+
+    @property
+    def clean_tau(self):
+        return self.base.clean_tau
+
+    def timesteps(self, num_steps: int, spacing: str, t_start: float | None = None, t_end: float | None = None,
+                  rho: float = 7.0) -> np.ndarray:
+        """The base schedule's grid (a Flow's shifted one included), from t_start by default."""
+        return self.base.timesteps(num_steps, spacing, self.t_max if t_start is None else t_start, t_end, rho)
+
 
 
 def as_schedule(betas_or_schedule) -> Schedule:
