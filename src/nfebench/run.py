@@ -500,7 +500,7 @@ def _generator(shard_dir: Path | None):
 
 def _run_locked(p: Point, model, sampling, session, run_id: str, run_dir: Path, board: Path, progress: bool) -> dict:
     """`sampling` is the model the sampler calls (model, or model with covariance heads); NLL uses `model`."""
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(p.cfg)))
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(portable(p.cfg))))  # any clone
     (run_dir / "status.json").unlink(missing_ok=True)
     seeds = sample_seeds(p.seed, p.num_samples)
     final = run_dir / "samples.npz"

@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 from .distributed import DistContext
+from .paths import portable
 
 _SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
@@ -108,7 +109,7 @@ def run_shard(p, spec: tuple[int, int], model, sampling, session, run_id: str, r
     shard_dir = run_dir / "shards"
     shard_dir.mkdir(parents=True, exist_ok=True)
     write_layout(run_dir, n_shards, p.batch_size, p.num_samples)
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create({**p.cfg, "shard": None})))
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(portable({**p.cfg, "shard": None}))))
     if lo < hi and not (run_dir / "samples.npz").exists() and not covered(_on_disk(shard_dir), lo, hi):
         part = shard_dir / f"part-{i}-of-{n_shards}"
         part.mkdir(exist_ok=True)

@@ -313,13 +313,15 @@ SPACING_OF_METHOD = {"ld3": "tuned", "gits": "gits"}  # sampler.spacing=<this> s
 GRID_OPTIONS = ("spacing", "timesteps", "tuned_grid")  # what a tuned grid replaces: not part of its cache key
 
 
+LATER_OPTIONS = {"frame": None}  # euler / heun's ODE frame (issue 26), added after their grids were cached
+
+
 def key_options(options: dict) -> dict:
     """The sampler options a tuned grid is made for (JSON-normalised, so a loaded record compares equal). Options added
-    after grids were cached (run.LATER_DEFAULTS) are left out at their defaults, so those grids stay valid."""
-    from .run import LATER_DEFAULTS
-
-    later = LATER_DEFAULTS["sampler"]
-    kept = {k: v for k, v in options.items() if k not in GRID_OPTIONS and not (k in later and v == later[k])}
+    to a sampler after its grids were first cached (LATER_OPTIONS) are left out at their defaults, so those grids
+    keep their names."""
+    kept = {k: v for k, v in options.items()
+            if k not in GRID_OPTIONS and not (k in LATER_OPTIONS and v == LATER_OPTIONS[k])}
     return json.loads(json.dumps(kept, sort_keys=True))
 
 
