@@ -14,7 +14,7 @@ from nfebench.models.gmm import load_gmm
 from nfebench.models.parametrization import PARAMETRIZATIONS
 from nfebench.samplers import SAMPLERS, SamplerError
 from nfebench.samplers.common import CLEAN, chain_grid
-from nfebench.schedules import SPACINGS, VE, Discrete, ScheduleError, VPLinear, from_config, linear_betas
+from nfebench.schedules import TUNE_SPACINGS as SPACINGS, VE, Discrete, ScheduleError, VPLinear, from_config, linear_betas
 
 SCHEDULES = {"discrete": None, "vp_linear": "vp_linear", "ve": "ve"}
 # every registered sampler but those that need a discrete schedule's extras (moments at integers, diffusers' betas,

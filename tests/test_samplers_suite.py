@@ -18,7 +18,7 @@ from nfebench.models.gmm import GaussianMixtureVP  # noqa: E402
 from nfebench.samplers import SAMPLERS, SamplerError  # noqa: E402
 from nfebench.samplers.analytic import HEAD_KINDS  # noqa: E402
 from nfebench.samplers.common import Noise  # noqa: E402
-from nfebench.schedule import SPACINGS, linear_betas  # noqa: E402
+from nfebench.schedule import TUNE_SPACINGS as SPACINGS, linear_betas  # noqa: E402
 
 torch.set_num_threads(1)
 BETAS = linear_betas()

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from nfebench.schedule import SPACINGS, VPSchedule, linear_betas
+from nfebench.schedule import TUNE_SPACINGS as SPACINGS, VPSchedule, linear_betas
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import torch
 import nfebench
 from nfebench.models.gmm import load_gmm
 from nfebench.samplers import CLEAN, SamplerError, get_sampler
-from nfebench.schedule import SPACINGS, VPSchedule
+from nfebench.schedule import TUNE_SPACINGS as SPACINGS, VPSchedule
 from nfebench.tuning import LAYOUTS, _solver, builtin_grid, rms, teacher_solution
 
 REFERENCE_NFE = 400  # the held-out "exact" solution: the teacher's solver at twice the budget tune uses

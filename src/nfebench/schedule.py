@@ -3,8 +3,8 @@
 VPSchedule is the discrete VP schedule, nfebench.schedules.Discrete.
 """
 
-from .schedules import SPACINGS, Discrete, linear_betas
+from .schedules import SPACINGS, TUNE_SPACINGS, Discrete, linear_betas
 
 VPSchedule = Discrete
 
-__all__ = ["SPACINGS", "VPSchedule", "linear_betas"]
+__all__ = ["SPACINGS", "TUNE_SPACINGS", "VPSchedule", "linear_betas"]

@@ -36,10 +36,10 @@ import inspect
 
 import numpy as np
 
-SPACINGS = ("uniform", "quadratic", "logsnr", "karras")  # the built-in families (nfebench.tune compares these)
+TUNE_SPACINGS = ("uniform", "quadratic", "logsnr", "karras")  # the built-in families nfebench.tune compares
 # the step schedules of the UIs and their papers (issue 28), by the names users know
 UI_SPACINGS = ("exponential", "kl_optimal", "sgm_uniform", "simple", "beta", "ays")
-ALL_SPACINGS = SPACINGS + UI_SPACINGS
+SPACINGS = TUNE_SPACINGS + UI_SPACINGS  # every spacing a sampler accepts (plus "tuned" / "gits", cached grids)
 # Spacings that ComfyUI defines as steps + 1 levels whose last is replaced by sigma = 0: a sampler that ends at clean
 # data evaluates at the first N of the N + 1 points (for the others it evaluates at N points ending at t_min).
 LAST_REPLACED_BY_ZERO = ("sgm_uniform", "simple", "beta", "ays")
@@ -204,7 +204,7 @@ class Schedule:
             ts = self.tau_from_edm_sigma(self._ays_levels(num_steps, getattr(spacing, "params", {}).get("ays_model"),
                                                           a, b))
         else:
-            raise ValueError(f"unknown spacing {spacing!r}; allowed: {', '.join(ALL_SPACINGS)}")
+            raise ValueError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
         ts[0], ts[-1] = a, b  # pin the ends exactly (inverse maps are exact only up to rounding)
         if np.any(np.diff(ts) >= 0):
             raise ScheduleError(f"spacing {spacing!r} gives repeated timesteps at {num_steps} steps; use fewer steps "

@@ -13,7 +13,7 @@ network works) and without the slack, so the tuned grid is judged by the same L 
   1. the teacher: DPM-Solver++(3M) (Lu et al. 2022b, App. B) on a logSNR-uniform grid of `teacher_nfe` steps, the
      whole noise batch at once; for samplers whose grid ends at clean data (sigma = 0) its x(0) is finished by the
      same last step they take (x0 = (x - sigma eps) / alpha at tau = 0, one more evaluation);
-  2. every built-in spacing (schedule.SPACINGS) in the sampler's layout: L of each, the sampler's default among them;
+  2. every built-in spacing (schedules.TUNE_SPACINGS) in the sampler's layout: L of each, the sampler's default among them;
   3. Nelder-Mead (scipy) from the best of them, over the free interior points. A grid is parametrised by its
      steps in normalised half log-SNR, c_k = (lambda(tau_k) - lambda(T-1)) / (lambda(0) - lambda(T-1)), the m - 1
      increments a softmax of m - 2 free logits (the last fixed at 0): every point of the search space is a strictly
@@ -54,7 +54,7 @@ from . import __version__
 from .api import check_nfe
 from .samplers import CLEAN, SamplerError, get_sampler
 from .samplers.common import chain_grid, check_spacing
-from .schedules import SPACINGS, Discrete, as_schedule
+from .schedules import TUNE_SPACINGS, Discrete, as_schedule
 
 TEACHER = ("dpmpp", {"variant": "3M"})  # with the sampler's default logsnr spacing
 TEACHER_LABEL = "dpmpp 3M, logsnr"
@@ -268,7 +268,7 @@ def tune(model_fn, betas_or_schedule, sampler: str = "dpmpp", nfe: int = 10, x_T
         return tried[key][0]
 
     errors = {}
-    for spacing in SPACINGS:
+    for spacing in TUNE_SPACINGS:
         try:
             errors[spacing] = error(builtin_grid(sched, sampler, nfe, spacing))
         except SamplerError:  # e.g. DDIM's integer chain repeats timesteps for this spacing at this budget

@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..schedules import ALL_SPACINGS, LAST_REPLACED_BY_ZERO, Schedule
+from ..schedules import LAST_REPLACED_BY_ZERO, SPACINGS, Schedule
 from .registry import SamplerError
 
 CLEAN = -1.0  # timestep of clean data: alpha_bar(-1) = 1, sigma = 0 (the DDPM/DDIM chain's final x_0)
@@ -92,8 +92,8 @@ def check_spacing(spacing: str) -> str:
     if spacing in ("tuned", "gits"):
         raise SamplerError(f"spacing {spacing!r} is a cached grid the CLI passes as timesteps (python -m nfebench.tune "
                            "makes it); in Python pass timesteps=nfebench.tune(...)")
-    if spacing not in ALL_SPACINGS:
-        raise SamplerError(f"unknown spacing {spacing!r}; allowed: {', '.join(ALL_SPACINGS)}")
+    if spacing not in SPACINGS:
+        raise SamplerError(f"unknown spacing {spacing!r}; allowed: {', '.join(SPACINGS)}")
     return spacing
 
 
