@@ -415,6 +415,10 @@ FAMILIES = (  # the panels of the FID-vs-NFE figure: at most about 7 series each
     ("DPM-Solver family", ("dpm", "dpmpp", "unipc")),
     ("EDM and stochastic", ("euler", "heun", "edm_stochastic", "restart", "sde")),
     ("Adaptive step size", ("rk45", "ggf")),
+    ("Ancestral and SDE DPM-Solver++ (k-diffusion)", ("euler_ancestral", "dpmpp_2s_ancestral", "dpmpp_sde",
+                                                      "dpmpp_2m_sde", "dpmpp_3m_sde")),
+    ("SA-Solver, ER-SDE, DPM2, LMS", ("sa_solver", "er_sde", "dpm_2", "lms")),
+    ("Few-step samplers", ("consistency", "lcm", "tcd")),
 )
 
 
@@ -507,8 +511,7 @@ def plot_fid_panels(points: pd.DataFrame, title: str, path: Path) -> None:
         ax.tick_params(labelsize=8)
         ax.grid(True, which="major", alpha=0.3)
         many = len(variants) > 6
-        ax.legend(fontsize=6 if many else 6.5, frameon=many, framealpha=0.8, ncol=2 if many else 1,
-                  loc="best" if many else "upper right")
+        ax.legend(fontsize=5.5 if many else 6.5, frameon=many, framealpha=0.8, loc="upper right")  # inside its panel
     for ax in axes[:, 0]:
         ax.set_ylabel("FID" + (" (log scale)" if log_y else ""), fontsize=8)
     for ax in list(axes.flat)[len(order):]:
