@@ -100,6 +100,7 @@ def test_bad_input_is_one_line_exit_2_no_traceback_no_row(tmp_path, tiny_unet_di
     assert not (Path(tmp_path) / "leaderboard.csv").exists()
 
 
+@pytest.mark.slow  # ~80 s of Analytic-DPM moment estimation; the moments' cache is unit-tested in test_analytic.py
 def test_analytic_samplers_run_through_the_cli_with_moments_cached_beside_the_checkpoint(tmp_path, tiny_unet_dir):
     args = [f"model.path={tiny_unet_dir}", f"results_dir={tmp_path}", "sampler=analytic_ddim", "nfe=5",
             "num_samples=8", "metrics=none"]
