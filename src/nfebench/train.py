@@ -85,11 +85,36 @@ def high_noise_weights(alphas_cumprod_n: torch.Tensor, weight_cap: float) -> tor
     return ((1 - alphas_cumprod_n) / alphas_cumprod_n).clamp(1, weight_cap)
 
 
+def fit(model, ema, opt, sched, steps: int, ema_decay: float, log_every: int, desc: str, batch_loss):
+    """The training loop of the embedded diffusion and flow models: batch_loss() -> the loss of a fresh batch; Adam step
+    with gradient-norm clipping at 1, the LR schedule, and an EMA with warm-up d = min(ema_decay, (1 + k) / (10 + k)).
+    Returns (per-step losses, wall seconds)."""
+    from tqdm import tqdm
+
+    losses, t0 = [], time.time()
+    bar = tqdm(range(steps), desc=desc, mininterval=2)
+    for step in bar:
+        loss = batch_loss()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        with torch.no_grad():
+            d = min(ema_decay, (1 + step) / (10 + step))
+            for pe, pm in zip(ema.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - d)
+        losses.append(loss.item())
+        if (step + 1) % log_every == 0:
+            bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.4f}")
+    wall = time.time() - t0
+    return losses, wall
+
+
 def train_ddpm(steps: int, batch_size: int, lr: float, ema_decay: float, seed: int, out: Path, log_every: int = 500,
                weight_cap: float = 1.0, lr_schedule: str = "constant", dropout: float = 0.0,
                num_classes: int | None = None, label_dropout: float = 0.0):
     from diffusers import DDPMScheduler, UNet2DModel
-    from tqdm import tqdm
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -107,25 +132,12 @@ def train_ddpm(steps: int, batch_size: int, lr: float, ema_decay: float, seed: i
         return min(1.0, (s + 1) / 500) * decay
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    losses, t0 = [], time.time()
-    bar = tqdm(range(steps), desc="train ddpm", mininterval=2)
-    for step in bar:
+    def batch_loss():
         idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
         y = None if num_classes is None else drop_labels(labels[idx], num_classes, label_dropout, gen)
-        loss = ddpm_loss(model, data[idx], alphas_cumprod, gen, weight_cap, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            d = min(ema_decay, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - d)
-        losses.append(loss.item())
-        if (step + 1) % log_every == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.4f}")
-    wall = time.time() - t0
+        return ddpm_loss(model, data[idx], alphas_cumprod, gen, weight_cap, y)
+
+    losses, wall = fit(model, ema, opt, sched, steps, ema_decay, log_every, "train ddpm", batch_loss)
     out.mkdir(parents=True, exist_ok=True)
     ema.save_pretrained(out)
     DDPMScheduler(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
@@ -158,7 +170,6 @@ def flow_loss(model, x0: torch.Tensor, generator=None) -> torch.Tensor:
 def train_flow(steps: int, batch_size: int, lr: float, ema_decay: float, seed: int, out: Path, log_every: int = 500):
     """The flow-matching twin of train_ddpm: same data, UNet, optimiser, warm-up, clipping and EMA (module docstring)."""
     from diffusers import FlowMatchEulerDiscreteScheduler, UNet2DModel
-    from tqdm import tqdm
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -167,24 +178,11 @@ def train_flow(steps: int, batch_size: int, lr: float, ema_decay: float, seed: i
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 500))
-    losses, t0 = [], time.time()
-    bar = tqdm(range(steps), desc="train flow", mininterval=2)
-    for step in bar:
+    def batch_loss():
         idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
-        loss = flow_loss(model, data[idx], gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            d = min(ema_decay, (1 + step) / (10 + step))
-            for pe, pm in zip(ema.parameters(), model.parameters()):
-                pe.lerp_(pm, 1 - d)
-        losses.append(loss.item())
-        if (step + 1) % log_every == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-log_every:]):.4f}")
-    wall = time.time() - t0
+        return flow_loss(model, data[idx], gen)
+
+    losses, wall = fit(model, ema, opt, sched, steps, ema_decay, log_every, "train flow", batch_loss)
     out.mkdir(parents=True, exist_ok=True)
     ema.save_pretrained(out)
     FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0).save_pretrained(out)
