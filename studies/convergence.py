@@ -29,11 +29,12 @@ ORACLE = dict(n_components=8, reg_covar=1e-2)
 BATCH, SEED = 4, 0
 
 # name, sampler, options, NFE values (in the asymptotic range), theoretical/documented order, explicit grid
-# spacing (None: the sampler's default grid), tested (asserted within 0.3 by tests/test_convergence.py)
+# spacing ("default": the sampler's default spacing on the schedule, as an explicit grid ending at t_min; None: the
+# sampler's own default grid), tested (asserted within 0.3 by tests/test_convergence.py)
 WARMUP_EXTRA = {"pndm": 9, "plms": 1}  # evaluations beyond one per step
 O2, O3 = [40, 80, 160, 320], [80, 160, 320, 640]
 CASES = [
-    ("ddim", "ddim", {}, [25, 50, 100, 200], 1, "uniform", True),
+    ("ddim", "ddim", {}, [25, 50, 100, 200], 1, "default", True),
     ("euler", "euler", {}, [25, 50, 100, 200], 1, "karras", True),
     ("heun", "heun", {}, O2, 2, "karras", True),
     ("dpm order 1 (singlestep)", "dpm", {"order": 1}, [25, 50, 100, 200], 1, None, True),
@@ -63,37 +64,14 @@ CASES = [
     ("pndm (fit on steps N = NFE - 9)", "pndm", {}, [29, 49, 89], 2, None, True),
 ]
 
-# The same solvers on the continuous schedules (the oracle presented on VE and on score_sde's VP, default
-# parameters): cases of CASES by name. On VE, tau is sigma itself, so a grid uniform (or quadratic) in tau is uniform
-# in sigma and leaves the low-noise end unresolved at these NFE (ddim: order 0.6 on 25-200 NFE, ipndm 0.5 on 20-80);
-# there the samplers whose default grid is uniform or quadratic in tau run on EDM's Karras grid instead.
+# The same solvers on the continuous schedules (the oracle presented on VE, on score_sde's VP and on Flow(shift=1),
+# default parameters), every one on its default grid for that schedule (spacing=default, issue 26: on VE the samplers
+# whose paper grid is uniform or quadratic in tau run on EDM's Karras grid, on flow deis' quadratic becomes logsnr).
 _BY_NAME = {c[0]: c for c in CASES}
 SCHEDULE_NAMES = ["ddim", "euler", "heun", "dpm order 1 (singlestep)", "dpm order 2 (singlestep)",
-                  "dpm order 3 multistep", "dpmpp 2M", "dpmpp 3M", "deis order 2 (tAB)", "deis order 3 (logrho)",
-                  "unipc bh1 order 2, lower_order_final=False", "ipndm"]
-
-
-def _on_karras(case):
-    name, sampler, options, nfes, theory, grid, tested = case
-    if grid is not None:
-        return (f"{name}, karras grid", sampler, options, nfes, theory, "karras", tested)
-    return (f"{name}, spacing=karras", sampler, {**options, "spacing": "karras"}, nfes, theory, grid, tested)
-
-
-def _on_logsnr(case):
-    name, sampler, options, nfes, theory, grid, tested = case
-    return (f"{name}, spacing=logsnr", sampler, {**options, "spacing": "logsnr"}, nfes, theory, grid, tested)
-
-
-SCHEDULE_CASES = {
-    "vp_linear": [_BY_NAME[n] for n in SCHEDULE_NAMES],
-    "ve": [_on_karras(_BY_NAME[n]) if n in ("ddim", "deis order 2 (tAB)", "deis order 3 (logrho)", "ipndm")
-           else _BY_NAME[n]
-           for n in SCHEDULE_NAMES],
-    # the flow oracle (Flow(shift=1), issue 26): every sampler on its default grid (euler / heun in the flow frame),
-    # but deis order 3, whose default quadratic grid measures order 2.1 on flow (docs/convergence.md): logsnr there
-    "flow": [_on_logsnr(_BY_NAME[n]) if n == "deis order 3 (logrho)" else _BY_NAME[n] for n in SCHEDULE_NAMES],
-}
+                  "dpm order 3 multistep", "dpmpp 2M", "dpmpp 3M", "deis order 2 (tAB)", "deis order 3 (tAB)",
+                  "deis order 3 (logrho)", "unipc bh1 order 2, lower_order_final=False", "ipndm"]
+SCHEDULE_CASES = {kind: [_BY_NAME[n] for n in SCHEDULE_NAMES] for kind in ("vp_linear", "ve", "flow")}
 
 
 @lru_cache(maxsize=None)
@@ -143,9 +121,12 @@ def run(sampler: str, options: dict, nfe: int, grid: str | None, schedule: str |
     """x_0 of a sampler at nfe (with an explicit grid ending at tau = t_min for the samplers whose default ends at
     clean data) and the evaluations it spent. The oracle is sampled in its own terms, through the adapter."""
     from nfebench import api
+    from nfebench.schedules import default_spacing
 
     m = oracle(schedule)
     opts = dict(options)
+    if grid == "default":  # the sampler's default spacing on this schedule (nfebench.schedules.default_spacing)
+        grid = default_spacing(api.get_sampler(sampler).options["spacing"], m.schedule)
     if grid is not None:
         steps = nfe // 2 if sampler == "heun" else nfe  # heun on a grid ending at t_min: 2 evaluations per step
         opts["timesteps"] = m.schedule.timesteps(steps, grid).tolist()

@@ -37,7 +37,9 @@ def test_convergence_order(case):
     assert abs(order - theory) <= 0.3, (name, rows, order)
 
 
-FAST_ON_SCHEDULES = ("heun", "dpm order 3 multistep")  # one per family run by default; the others are slow
+# one per family run by default, and the samplers whose default grid depends on the schedule (ddim, deis: issue 26,
+# spacing=default); the others are slow
+FAST_ON_SCHEDULES = ("heun", "dpm order 3 multistep", "ddim", "deis order 3 (tAB)")
 SCHEDULE_CASES = [pytest.param(k, c, id=f"{k}-{c[0]}",
                                marks=() if c[0] in FAST_ON_SCHEDULES else pytest.mark.slow)
                   for k, cases in C.SCHEDULE_CASES.items() for c in cases]

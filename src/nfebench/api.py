@@ -76,15 +76,17 @@ def sample(model_fn: Callable, betas_or_schedule, x_T: torch.Tensor, sampler: st
     t_start: truncated diffusion (ES-DDPM, TDPM): x is the state at model time t_start in the model's space (e.g. a
     prior's sample noised to t_start) and the sampler's grid starts there (nfebench.schedules.Truncated).
     options: the sampler's own options (see nfebench.samplers.SAMPLERS[name].options); unknown ones are errors.
+    spacing omitted (or "default"): the sampler's default grid on this schedule (its paper's on VP; on VE and Flow
+    what the schedule's default_spacings make of it, e.g. ddim on VE: karras); an explicit spacing is literal.
     Every sampler also takes sigmas (an explicit grid in EDM sigma, a list or a file; the last may be 0, clean data),
     ays_model (sd15 | sdxl | svd, the list of spacing="ays"); docs/samplers.md.
     Returns x_0 (and the number of evaluations spent if return_nfe=True).
     """
     spec = get_sampler(sampler)
     common = {k: options.pop(k) for k in COMMON_OPTIONS if k in options}
-    opts = spec.check_options(options)
-    check_nfe(nfe, spec.min_nfe, sampler)
     sched = as_schedule(betas_or_schedule)
+    opts = spec.check_options(spec.resolve_spacing(options, sched))  # spacing omitted: the default on this schedule
+    check_nfe(nfe, spec.min_nfe, sampler)
     opts, noise = apply_common_options(spec, sched, opts, as_noise(generator), **common)
     y = check_guidance(class_labels, guidance_scale, null_class, x_T.shape[0])
     eps_fn = as_eps(model_fn, sched, prediction_type, variance_type)

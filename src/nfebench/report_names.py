@@ -102,7 +102,8 @@ NAME_RULES: tuple[NameRule, ...] = (
                                                                                        ("P1000", "P2000"))}),
     NameRule("sde", {"predictor": "euler_maruyama"}, {},
              "score_sde's tables report reverse-diffusion and ancestral predictors, no Euler-Maruyama row"),
-    NameRule("rk45", {}, {"sde-t2": (PF_ODE_RK45,)}, "score_sde's ODE sampler (RK45, rtol = atol = 1e-5)"),
+    NameRule("rk45", {}, {"sde-t2": (PF_ODE_RK45,), "rf-t1-sec": ("RK45 (adaptive), flow-matching model",)},
+             "score_sde's ODE sampler (RK45, rtol = atol = 1e-5); rectified flow's evaluation uses the same"),
     NameRule("ggf", {}, {
         **_in_survey("Gotta Go Fast VP", "Gotta Go Fast VE", tables=("survey_table5", "survey_table6")),
         "restart-t2": ("Gotta Go Fast adaptive SDE",),
@@ -127,7 +128,8 @@ NAME_RULES: tuple[NameRule, ...] = (
     NameRule("ddim", {"eta": 0.2}, {"ddim-t1": _ddim_t1("generalized DDIM eta=0.2")}),
     NameRule("ddim", {"eta": 0.5}, {"ddim-t1": _ddim_t1("generalized DDIM eta=0.5")}),
     NameRule("ddim", {"eta": 1.0}, {"ddim-t1": _ddim_t1("generalized DDIM eta=1.0 (=DDPM posterior variance)")}),
-    NameRule("euler", {}, {"diffsolvers": ("Euler (DDIM)",)}, "Euler on EDM's grid (= DDIM on that grid)"),
+    NameRule("euler", {}, {"diffsolvers": ("Euler (DDIM)",), "cm-t2-rf": ("Euler, 1 step, flow-matching model",)},
+             "Euler on EDM's grid (= DDIM on that grid); one flow step starts at s = 1 there, at s = 0.999 here"),
     NameRule("heun", {}, {
         "survey_table6": ("EDM",),
         "edm-t2": (HEUN_EDM,),

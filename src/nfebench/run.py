@@ -39,7 +39,8 @@ from . import __version__, memo
 from .data import load_split
 from .images import to_uint8
 from .leaderboard import append_row, atomic_write_bytes, atomic_write_text, read_leaderboard
-from .models import load_model
+from .models import load_model, schedule_kind
+from .schedules import DEFAULT_SPACING, SPACINGS, default_spacing
 from .models.parametrization import check_guidance, network_passes
 from .paths import portable
 from .api import check_nfe, dry_run
@@ -98,6 +99,7 @@ class Point:
     class_labels: list | None = None  # as configured: None (drawn per sample) or a fixed list
     labels: dict = field(default_factory=dict)  # per-sample seed -> its class label (set once the model is loaded)
     prepared: object = None  # nfebench.needs.Prepared: the resolved needs (row fields, timings), set once loaded
+    default_grid: tuple | None = None  # spacing=default: (the schedule kind told before loading, the paper's spacing)
 
 
 def _positive_int(cfg: dict, key: str) -> int:
@@ -124,7 +126,9 @@ def validate(cfg: DictConfig | dict) -> Point:
     sampler_cfg = dict(c["sampler"])
     name = sampler_cfg.pop("name")
     spec = get_sampler(name)
-    opts = spec.check_options(sampler_cfg)
+    kind = schedule_kind(dict(c["model"]))  # spacing=default means the sampler's default grid on this schedule kind
+    opts = spec.check_options(spec.resolve_spacing(sampler_cfg, kind))
+    default_grid = "spacing" in spec.options and sampler_cfg.get("spacing", DEFAULT_SPACING) == DEFAULT_SPACING
     # the options every sampler takes (top-level keys sigmas, ays_model, noise_sampler): recorded with the sampler's
     # own where they differ from their defaults; spacing=ays takes its list from the model's config by default
     common = {k: c.get(k, default) for k, default in COMMON_OPTIONS.items()}
@@ -150,7 +154,18 @@ def validate(cfg: DictConfig | dict) -> Point:
                  batch_size=_positive_int(c, "batch_size"), seed=int(c.get("seed", 0)),
                  device=resolve_device(c.get("device", "auto")), results_dir=results_dir,
                  force=bool(c.get("force", False)), tuned=tuned, guidance_scale=None if w is None else float(w),
-                 class_labels=labels)
+                 class_labels=labels, default_grid=(kind, spec.options["spacing"]) if default_grid else None)
+
+
+def check_default_grid(p: Point, model) -> None:
+    """spacing=default was resolved (and keyed) from the schedule kind the config names; the loaded schedule must agree."""
+    if p.default_grid is None:
+        return
+    kind, paper = p.default_grid
+    if default_spacing(paper, model.schedule) != default_spacing(paper, kind):
+        raise ConfigError(f"spacing=default: the model config reads as a {kind!r} schedule but loaded "
+                          f"{model.schedule.describe()}; give sampler.spacing explicitly (allowed: "
+                          f"{', '.join(SPACINGS)})")
 
 
 def sampler_call_options(p: Point) -> dict:
@@ -468,6 +483,7 @@ def run(cfg: DictConfig | dict, progress: bool = True) -> dict | None:
     t_load = time.perf_counter()
     model_opts = {k: v for k, v in p.model.items() if k not in ("kind", "note", *MODEL_KEYS)}
     model = memo.load_model(p.model["kind"], device=p.device, **model_opts)  # once per sweep process
+    check_default_grid(p, model)
     p.labels = class_labels_for(p, model, sample_seeds(p.seed, p.num_samples))  # bad labels / guidance fail here
     if p.metrics.get("sfid") or p.metrics.get("reference_batch"):  # sFID's layer, the batch's resolution
         from .metrics.adm import preflight

@@ -40,6 +40,7 @@ TUNE_SPACINGS = ("uniform", "quadratic", "logsnr", "karras")  # the built-in fam
 # the step schedules of the UIs and their papers (issue 28), by the names users know
 UI_SPACINGS = ("exponential", "kl_optimal", "sgm_uniform", "simple", "beta", "ays")
 SPACINGS = TUNE_SPACINGS + UI_SPACINGS  # every spacing a sampler accepts (plus "tuned" / "gits", cached grids)
+DEFAULT_SPACING = "default"  # a sampler's default grid on the schedule it runs on (Schedule.default_spacings)
 # Spacings that ComfyUI defines as steps + 1 levels whose last is replaced by sigma = 0: a sampler that ends at clean
 # data evaluates at the first N of the N + 1 points (for the others it evaluates at N points ending at t_min).
 LAST_REPLACED_BY_ZERO = ("sgm_uniform", "simple", "beta", "ays")
@@ -82,6 +83,11 @@ class Schedule:
     clean_tau = None  # the model time of clean data (sigma = 0) where it is one, e.g. s = 0 on Flow: an explicit
     # grid may end there (read as clean data, like -1)
     ode_frame = "edm"  # the state and time euler / heun integrate in by default (nfebench.samplers.edm)
+    # spacing=default (issue 26): what a sampler's own default spacing (its paper's, chosen on a VP model) becomes on
+    # this schedule. uniform and quadratic are grids in the model's time tau; on VP that is the paper's grid, on other
+    # schedules it can leave the ODE unresolved (VE: uniform in sigma), so the schedule names its replacement.
+    # Spacings defined in lambda or EDM sigma (logsnr, karras, ...) mean the same on every schedule and stay.
+    default_spacings: dict = {}
     t_min: float
     t_max: float
 
@@ -302,7 +308,12 @@ class VE(Schedule):
     In the VP frame: alpha = 1 / sqrt(1 + s^2), sigma = s alpha, lambda = -log s, EDM sigma = s. The network sees
     x_ve = x_vp / alpha (input_scale), and x_T is drawn in its space as sigma_max * z (prior_std), as EDM does.
     Covers EDM (0.002..80) and NCSN++ (score_sde / ScoreSdeVeScheduler: 0.01..50, 348 or 1348).
+
+    Default grid: a sampler whose paper grid is uniform or quadratic in the timestep runs on EDM's Karras grid here
+    (uniform in sigma leaves the low-noise end unresolved: ddim converges at order 0.6; docs/convergence.md).
     """
+
+    default_spacings = {"uniform": "karras", "quadratic": "karras"}
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0):
         sigma_min, sigma_max = float(sigma_min), float(sigma_max)
@@ -387,7 +398,12 @@ class Flow(Schedule):
     is v = eps - x_0) or `data_at_1` (SiT, Liu et al.'s rectified flow: t = 1 - s, x_t = t x_0 + (1 - t) eps, the
     network is called at time_scale * t and its velocity is x_0 - eps). Only the network's time argument and the sign
     of its velocity differ (network_time, velocity_sign); the schedule, grids and samplers are the same.
+
+    Default grid: uniform stays the shifted uniform grid in s (FlowMatchEuler's); a quadratic paper grid (DEIS) becomes
+    logsnr, where third-order DEIS converges at its order (2.1 on quadratic in s; docs/convergence.md).
     """
+
+    default_spacings = {"quadratic": "logsnr"}
 
     def __init__(self, shift: float = 1.0, time_scale: float = 1000.0, convention: str = "noise_at_1"):
         for name, v in (("shift", shift), ("time_scale", time_scale)):
@@ -539,11 +555,23 @@ class Truncated(Schedule):
     def clean_tau(self):
         return self.base.clean_tau
 
+    @property
+    def default_spacings(self):
+        return self.base.default_spacings
+
     def timesteps(self, num_steps: int, spacing: str, t_start: float | None = None, t_end: float | None = None,
                   rho: float = 7.0) -> np.ndarray:
         """The base schedule's grid (a Flow's shifted one included), from t_start by default."""
         return self.base.timesteps(num_steps, spacing, self.t_max if t_start is None else t_start, t_end, rho)
 
+
+
+def default_spacing(paper: str, schedule) -> str:
+    """The spacing `spacing=default` means for a sampler whose own default is `paper`, on `schedule`: a Schedule, a
+    kind name of KINDS, or None (unknown: the paper's)."""
+    if isinstance(schedule, str):
+        schedule = KINDS.get(schedule)
+    return (getattr(schedule, "default_spacings", None) or {}).get(paper, paper)
 
 
 def as_schedule(betas_or_schedule) -> Schedule:

@@ -236,11 +236,11 @@ def tune(model_fn, betas_or_schedule, sampler: str = "dpmpp", nfe: int = 10, x_T
     t0 = time.perf_counter()
     if method not in METHODS:
         raise SamplerError(f"unknown tuning method {method!r}; allowed: {', '.join(METHODS)}")
-    opts = check_tunable(sampler, nfe, sampler_options)
+    sched = as_schedule(betas_or_schedule)
+    opts = check_tunable(sampler, nfe, get_sampler(sampler).resolve_spacing(sampler_options, sched))
     if not isinstance(x_T, torch.Tensor) or x_T.dim() < 2:
         raise SamplerError(f"x_T must be a batch of noise [B, ...] to tune on, got {type(x_T).__name__}")
     check_nfe(teacher_nfe, 1, TEACHER[0])
-    sched = as_schedule(betas_or_schedule)
     run = _solver(model_fn, sched, prediction_type)
     points, clean = LAYOUTS[sampler](nfe)
     if method == "gits":

@@ -78,6 +78,25 @@ def flow_schedule_from_config(cfg: dict, image_seq_len=None) -> Flow:
         raise ModelError(f"scheduler config {cfg.get('_class_name')}: {e}") from None
 
 
+def scheduler_kind(cfg: dict | None) -> str:
+    """The schedule kind (nfebench.schedules.KINDS) read_scheduler_config gives for a scheduler config, read without
+    building it (run keys resolve spacing=default before any model is loaded)."""
+    if cfg is None:
+        return "discrete"
+    if cfg.get("_class_name") in FLOW_SCHEDULERS or cfg.get("use_flow_sigmas"):
+        return "flow"
+    if cfg.get("_class_name") in ("CMStochasticIterativeScheduler", "ScoreSdeVeScheduler"):
+        return "ve"
+    return "discrete"
+
+
+def scheduler_config(root: Path) -> dict | None:
+    """The scheduler config of a model or pipeline directory (scheduler_config.json or scheduler/...), or None."""
+    found = next((f for f in (root / "scheduler_config.json", root / "scheduler" / "scheduler_config.json")
+                  if f.exists()), None)
+    return json.loads(found.read_text()) if found else None
+
+
 def read_scheduler_config(cfg: dict | None, image_seq_len=None) -> tuple:
     """(schedule, prediction_type, variance_type) a diffusers scheduler config describes (module docstring)."""
     if cfg is None:
@@ -230,9 +249,7 @@ def load_diffusers(path: str | None = None, device="cpu", name: str | None = Non
     except Exception as e:  # corrupted or mismatched weights
         msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise ModelError(f"cannot load the {cls.__name__} in {str(cfg_dir)!r}: {msg}") from None
-    sched_file = next((f for f in (root / "scheduler_config.json", root / "scheduler" / "scheduler_config.json")
-                       if f.exists()), None)
-    sched_cfg = json.loads(sched_file.read_text()) if sched_file else None
+    sched_cfg = scheduler_config(root)
     c = net.config
     if image_seq_len is None and isinstance(c.get("sample_size"), (int, list, tuple)):
         h, w = (c.sample_size, c.sample_size) if isinstance(c.sample_size, int) else c.sample_size

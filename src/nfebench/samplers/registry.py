@@ -38,6 +38,15 @@ class SamplerSpec:
             raise SamplerError(f"unknown option {unknown[0]!r} for sampler {self.name!r}; allowed: {allowed}")
         return {**self.options, **options}
 
+    def resolve_spacing(self, options: dict, schedule) -> dict:
+        """options with `spacing` omitted or `default` replaced by this sampler's default grid on `schedule` (a
+        Schedule or a kind name; nfebench.schedules.default_spacing); an explicit spacing keeps its literal meaning."""
+        from ..schedules import DEFAULT_SPACING, default_spacing
+
+        if "spacing" not in self.options or options.get("spacing", DEFAULT_SPACING) != DEFAULT_SPACING:
+            return options
+        return {**options, "spacing": default_spacing(self.options["spacing"], schedule)}
+
 
 SAMPLERS: dict[str, SamplerSpec] = {}
 
