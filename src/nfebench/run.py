@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -205,8 +205,15 @@ def run_key(p: Point) -> str:
 
 
 def sample_seeds(seed: int, n: int) -> list[int]:
-    """Per-sample seeds: sample i's noise depends on (seed, i) alone, never on the batch it ran in."""
-    return [int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(n)]
+    """Per-sample seeds: sample i's noise depends on (seed, i) alone, never on the batch it ran in. A new list each
+    call, of values computed once per (seed, n) and process (a run asks 3-4 times, a sweep's points share them:
+    7 us per seed, 0.4 s for 50k)."""
+    return list(_sample_seeds(seed, n))
+
+
+@lru_cache(maxsize=4)
+def _sample_seeds(seed: int, n: int) -> tuple[int, ...]:
+    return tuple(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]) for i in range(n))
 
 
 def _save_npz(path: Path, compress: bool = True, **arrays) -> None:
