@@ -341,8 +341,9 @@ def score(samples: torch.Tensor, p: Point, progress=True, features_path: Path | 
     (or FID and IS against metrics.reference_stats).
 
     torch-fidelity's extractor gives the features; with features_path they are saved there (features.npz: `fid`
-    [N, d] the FID/KID layer and `isc` [N, classes] the IS logits, both float32, and the per-sample `seeds`), so
-    that nfebench.compare can test any two runs later without featurizing again.
+    [N, d] the FID/KID layer, `isc` [N, classes] the IS logits unless storage.logits=false, both in
+    storage.features' dtype, float32 by default, and the per-sample `seeds`), so that nfebench.compare can test any
+    two runs later without featurizing again. The row's metrics come from the float32 features in memory.
     """
     m = p.metrics
     if not (m.get("fid") or m.get("isc") or m.get("kid")):
@@ -355,7 +356,7 @@ def score(samples: torch.Tensor, p: Point, progress=True, features_path: Path | 
     ref, reference = memo.reference_for(p, weights, progress)  # once per sweep process
     feats = featurize(samples, m["feature_extractor"], weights, m.get("batch_size", 500), p.device, progress)
     if features_path is not None:
-        from .storage import feature_arrays  # storage.features: float16 (default) or float32
+        from .storage import feature_arrays  # storage.features (float32 or float16), storage.logits
 
         _save_npz(features_path, compress=False, seeds=np.array(sample_seeds(p.seed, samples.shape[0]), np.uint32),
                   **feature_arrays(p.cfg, feats))
