@@ -57,7 +57,8 @@ def small_files(d: Path) -> int:
     with initialize_config_dir(config_dir=str(entry.CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["model=ddpm_cifar10", "num_samples=50000",
                                                        "storage.features=float16", "storage.logits=false"])
-    (d / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(portable(OmegaConf.to_container(cfg, resolve=True)))))
+    resolved = portable(OmegaConf.to_container(cfg, resolve=True))  # as run._run_locked writes it
+    (d / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
     row = {c: 1234.5678901234 if i % 2 else "x" * 60 for i, c in enumerate(COLUMNS)}
     row["timings"] = {k: 12.345 for k in ("load_seconds", "sampling_seconds", "scoring_seconds")}
     (d / "metrics.json").write_text(json.dumps(row, indent=2) + "\n")
