@@ -120,7 +120,7 @@ def compare_runs(a: Run, b: Run, n_boot: int = 1000, seed: int = 0, level: float
     per-image bits. ode_error is compared when both runs stored it (per_sample.npz) and `metrics` names it; two
     runs with ode_error and no features compare on ode_error alone. IS needs both runs' logits: where a run stored
     none (storage.logits=false) the IS entry is {"metric": "is", "unavailable": why} instead of a test (the rows'
-    own IS values stand; the samples are not featurized again behind the user's back)."""
+    own IS values stand; the samples are not featurized again)."""
     from . import stats
 
     check_comparable(a, b, paired)
