@@ -43,6 +43,33 @@ def test_kid_equals_torch_fidelity_on_both_paths(subset_size):
                                  rel=1e-9)
 
 
+
+@pytest.mark.parametrize("subset_size", [300, 60])
+def test_reference_terms_are_computed_once_per_reference_tensor_with_the_same_values(subset_size, monkeypatch):
+    """A sweep's points share the reference tensors (nfebench.memo): its FID/KID terms are reused, bit for bit;
+    a reference modified in place, an equal copy or NFEBENCH_NO_MEMO=1 computes them afresh."""
+    a, b, r = features(300, 8, 1.1, 0.05), features(300, 8, 0.9, seed=2), features(450, 8, seed=1)
+    F._REFERENCE_TERMS.clear()
+    fresh = [(F.fid(x, r.clone()), F.kid(x, r.clone(), subset_size=subset_size)) for x in (a, b)]
+    assert len(F._REFERENCE_TERMS) == 0  # the clones died: nothing kept for them
+    assert [(F.fid(x, r), F.kid(x, r, subset_size=subset_size)) for x in (a, b)] == fresh
+    assert sorted(key[1][0] for key in F._REFERENCE_TERMS) == ["gaussian", "kid_yy"]  # one of each, reused
+    r[0, 0] += 1.0  # in place: the cached terms no longer hold
+    assert F.fid(a, r) == F.fid(a, r.clone()) != fresh[0][0]
+    monkeypatch.setenv("NFEBENCH_NO_MEMO", "1")
+    F._REFERENCE_TERMS.clear()
+    assert F.kid(a, r, subset_size=subset_size) == F.kid(a, r.clone(), subset_size=subset_size)
+    assert not F._REFERENCE_TERMS
+
+
+def test_sample_seeds_are_computed_once_and_handed_out_as_new_lists():
+    from nfebench.run import sample_seeds
+
+    s = sample_seeds(7, 5)
+    assert s == [int(np.random.SeedSequence([7, i]).generate_state(1)[0]) for i in range(5)]
+    s.append(0)
+    assert sample_seeds(7, 5) == s[:5] and sample_seeds(7, 5) is not sample_seeds(7, 5)
+
 def test_fid_infinity_removes_the_one_over_n_bias():
     """Two samples of the reference's own population: FID_N is bias alone (about d / N), FID_inf is near 0."""
     r = features(20000, 8, seed=1)

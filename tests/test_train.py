@@ -81,3 +81,21 @@ def test_conditional_training_makes_a_unet_with_a_null_embedding(tmp_path):
     with torch.no_grad():  # the label reaches the network: two labels, two outputs
         a, b = (model(x, n, class_labels=torch.tensor([c, c])).sample for c in (3, 10))
     assert not torch.allclose(a, b)
+
+
+
+
+def test_digits_are_read_as_scikit_learn_reads_them_without_importing_sklearn_datasets(monkeypatch):
+    """The images and labels equal sklearn.datasets.load_digits' (their digest, taken from load_digits with
+    scikit-learn 1.9.1), read without importing sklearn.datasets."""
+    import hashlib
+    import sys
+
+    from nfebench.data import digits
+
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # importing it now fails
+    digits._digits_arrays.cache_clear()
+    images, labels, _, _ = digits._digits_arrays()
+    assert hashlib.sha256(images.tobytes() + labels.tobytes()).hexdigest() == \
+        "0b7e9c3202d7bcd255d6a19a238d3743bf5e320ba74812a6679958a017c55382"
+    assert images.shape == (1797, 1, 8, 8) and images.dtype == np.uint8 and labels.dtype == np.int64

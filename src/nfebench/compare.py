@@ -5,7 +5,8 @@ RUN_A, RUN_B: run ids (looked up under --results DIR/runs/) or run directories. 
 stored them in clip.npz: text-to-image runs), their difference A - B with its confidence interval and p-value from
 nfebench.stats (paired over the samples' shared seeds), and refuses, in one line, runs scored under different
 protocols, runs sampled from different seeds (unless --unpaired), and runs without stored features (saying how to
-re-score them: `--rescore RUN` recomputes features.npz from the run's samples.npz).
+re-score them: `--rescore RUN` recomputes features.npz from the run's samples.npz). A run stored without its IS
+logits (storage.logits=false) is compared on FID and KID; its IS line says, in one line, that it was not compared.
 
 `python -m nfebench.compare --student MODEL [--sampler S]`: every row of the few-step model MODEL (its `teacher`
 column names the teacher) beside every row on its teacher at the same NFE, seed and sample count in the same leaderboard: the paired
@@ -117,7 +118,9 @@ def compare_runs(a: Run, b: Run, n_boot: int = 1000, seed: int = 0, level: float
                  metrics=("fid", "kid", "is", "ode_error"), ref: dict | None = None) -> list[dict]:
     """nfebench.stats results for each of `metrics` (fid, kid, is, ode_error), and nll when both runs stored
     per-image bits. ode_error is compared when both runs stored it (per_sample.npz) and `metrics` names it; two
-    runs with ode_error and no features compare on ode_error alone."""
+    runs with ode_error and no features compare on ode_error alone. IS needs both runs' logits: where a run stored
+    none (storage.logits=false) the IS entry is {"metric": "is", "unavailable": why} instead of a test (the rows'
+    own IS values stand; the samples are not featurized again)."""
     from . import stats
 
     check_comparable(a, b, paired)
@@ -143,6 +146,13 @@ def compare_runs(a: Run, b: Run, n_boot: int = 1000, seed: int = 0, level: float
         if key not in metrics or not scored:
             continue
         layer = "isc" if key == "is" else "fid"
+        without = [r for r, f in ((a, fa), (b, fb)) if layer not in f]
+        if key == "is" and without:  # storage.logits=false (or an extractor without class logits)
+            why = "; ".join(f"run {r.run_id} stored no IS logits (" + (
+                "storage.logits=false" if _finite(r.row.get("is_mean")) else "its extractor gives none") + ")"
+                for r in without)
+            out.append({"metric": "is", "unavailable": f"{why}; the rows' own IS values stand, without a test"})
+            continue
         args = (fa[layer], fb[layer]) if key == "is" else (fa[layer], fb[layer], ref["fid"])
         out.append(getattr(stats, fn)(*args, n_boot=n_boot, seed=seed, level=level, **seeds))
     if ca and cb:
@@ -160,6 +170,13 @@ def compare_runs(a: Run, b: Run, n_boot: int = 1000, seed: int = 0, level: float
     if bits_a is not None and bits_b is not None:
         out.append(stats.paired_nll(bits_a, bits_b, n_boot=n_boot, seed=seed, level=level, paired=paired))
     return out + ([ode_res] if ode_res else [])
+
+
+def _finite(v) -> bool:
+    try:
+        return v is not None and bool(np.isfinite(float(v)))
+    except (TypeError, ValueError):
+        return False
 
 
 def rescore(run: Run) -> Path:
@@ -192,6 +209,9 @@ def table(results: list[dict]) -> str:
              "clip_score": "CLIP score", "cmmd": "CMMD"}
     lines = [f"{'metric':<15} {'A':>10} {'B':>10} {'A - B':>10}  {'CI':<24} {'p':>7}"]
     for r in results:
+        if "unavailable" in r:
+            lines.append(f"{names[r['metric']]:<15} not compared: {r['unavailable']}")
+            continue
         ci = f"[{fmt(r['ci_low'])}, {fmt(r['ci_high'])}]"
         verdict = "not significant" if r["ci_low"] <= 0 <= r["ci_high"] else "significant"
         lines.append(f"{names[r['metric']]:<15} {fmt(r['a']):>10} {fmt(r['b']):>10} {fmt(r['delta']):>10}  "

@@ -4,7 +4,9 @@ and the reference features (docs/cluster.md; bench/sweep_overhead.py measures th
 One entry each (the last model, the last two references), so a sweep over models holds one model at a time. A
 model is reused only when everything that built it is equal (kind, device, every loader option, and the size and
 modification time of the files a path option names); a run does not mutate it (runtime options wrap it in a new
-EpsModel; its call counter and a latent model's decode timer are reset per run). NFEBENCH_NO_MEMO=1 turns it off.
+EpsModel; its call counter and a latent model's decode timer are reset per run). The reference side of FID and KID
+(mean and covariance square root, the reference's own kernel sums) is then computed once per reference tensor as
+well (nfebench.metrics.from_features.reference_term). NFEBENCH_NO_MEMO=1 turns both off.
 """
 
 from __future__ import annotations

@@ -1,9 +1,15 @@
 """How a run directory stores its files (`storage.*`, not part of the run key), and how big results_dir is.
 
-features.npz holds per-sample features for later comparisons (nfebench.compare, stats); in float16 they take half the
-space of float32 (50k x 2048 Inception features: 205 MB instead of 410 MB), and the FID recomputed from them is the
-float32 FID within a few 1e-5 relative (bench/storage.py). The row's own FID is always computed from the float32
-features in memory. samples.npz (uint8, zlib) can be dropped once the point is scored (storage.samples=false).
+features.npz holds per-sample features for later comparisons (nfebench.compare, stats, the report's paired tests):
+`fid` (the FID/KID layer), `isc` (the IS logits) and the per-sample `seeds`. At 50k samples with Inception
+(2048 features, 1008 logits) it takes 611 MB in float32 (the default) and 306 MB in float16
+(storage.features=float16); storage.logits=false leaves the logits out: 410 MB in float32, 205 MB in float16, and
+nfebench.compare then reports paired IS as not compared (one line) while FID and KID are tested as before. The FID
+recomputed from float16 features is the float32 FID within about 1e-6 relative; the row's own metrics always come
+from the float32 features in memory. samples.npz (uint8, zlib; 4-154 MB at 50k CIFAR-10-sized samples, by how well
+they compress) can be dropped once the point is scored (storage.samples=false). float16 features without logits
+and without samples make a 50k-sample run directory about 206 MB. Figures: bench/storage.py,
+bench/results/storage_cpu.json; docs/cluster.md.
 """
 
 from __future__ import annotations
@@ -20,23 +26,29 @@ class StorageError(ValueError):
     """A bad storage.* value."""
 
 
+DEFAULTS = {"features": "float32", "logits": True, "samples": True}
+
+
 def options(cfg: dict) -> dict:
-    """storage.* with its defaults, validated (features: float16 | float32; samples: true | false)."""
-    s = {"features": "float32", "samples": True, **(cfg.get("storage") or {})}
+    """storage.* with its defaults, validated (features: float16 | float32; logits, samples: true | false)."""
+    s = {**DEFAULTS, **(cfg.get("storage") or {})}
+    unknown = sorted(set(s) - set(DEFAULTS))
+    if unknown:
+        raise StorageError(f"unknown storage option {unknown[0]!r}; allowed: {', '.join(DEFAULTS)}")
     if s["features"] not in FEATURE_DTYPES:
         raise StorageError(f"storage.features={s['features']!r}; allowed: {', '.join(FEATURE_DTYPES)}")
-    if not isinstance(s["samples"], bool):
-        raise StorageError(f"storage.samples={s['samples']!r}; allowed: true, false")
-    unknown = sorted(set(s) - {"features", "samples"})
-    if unknown:
-        raise StorageError(f"unknown storage option {unknown[0]!r}; allowed: features, samples")
+    for key in ("logits", "samples"):
+        if not isinstance(s[key], bool):
+            raise StorageError(f"storage.{key}={s[key]!r}; allowed: true, false")
     return s
 
 
 def feature_arrays(cfg: dict, feats: dict) -> dict:
-    """The feature tensors as the numpy arrays features.npz stores (storage.features' dtype)."""
-    dtype = FEATURE_DTYPES[options(cfg)["features"]]
-    return {k: v.numpy().astype(dtype) for k, v in feats.items()}
+    """The feature tensors as the numpy arrays features.npz stores: in storage.features' dtype, the IS logits
+    (`isc`) only with storage.logits=true."""
+    opts = options(cfg)
+    return {k: v.numpy().astype(FEATURE_DTYPES[opts["features"]]) for k, v in feats.items()
+            if k != "isc" or opts["logits"]}
 
 
 def tree_bytes(path: Path) -> int:
