@@ -1,4 +1,5 @@
 """Commit the run files a results directory's report needs: python studies/pack_runs.py SRC DST [--check-only]
+                                                                                    [--rtol R] [--atol A]
 
 For every run of DST/leaderboard.csv that SRC/runs/<run_id>/ holds (SRC: a results directory the same points were
 run into, e.g. a re-run into a scratch directory), copy into DST/runs/<run_id>/ what git keeps of a run (.gitignore):
@@ -9,7 +10,9 @@ run into, e.g. a re-run into a scratch directory), copy into DST/runs/<run_id>/ 
 From these the report re-scores features.npz (nfebench.report.stored_run) and recomputes every paired CI.
 
 A run is copied only if SRC's metrics give DST's row exactly (FID, IS, KID, NLL, nfe_used: runs are deterministic
-given their config), or within --rtol: every mismatch is printed and the run is left out. Prints the runs copied, the rows of DST with
+given their config), or within |a - b| <= --atol + --rtol |b| (rows scored by an earlier metric code, e.g. the
+torch-fidelity scorer of the first runs: the same samples score within a few 1e-6): every mismatch is printed and the
+run is left out. Prints the runs copied, the rows of DST with
 no run in SRC, and the bytes added.
 """
 
@@ -31,11 +34,11 @@ from nfebench.paths import ROOT, portable
 CHECKED = ("fid", "is_mean", "kid_mean", "nll_bpd", "nfe_used", "num_samples", "seed", "feature_extractor", "reference")
 
 
-def same(a, b, rtol: float = 0.0) -> bool:
+def same(a, b, rtol: float = 0.0, atol: float = 0.0) -> bool:
     if a is None or (isinstance(a, float) and math.isnan(a)):
         return b is None or (isinstance(b, float) and math.isnan(b)) or pd.isna(b)
     if isinstance(a, (int, float)) and not isinstance(a, bool):
-        return b is not None and not pd.isna(b) and abs(float(a) - float(b)) <= rtol * abs(float(b))
+        return b is not None and not pd.isna(b) and abs(float(a) - float(b)) <= atol + rtol * abs(float(b))
     return str(a) == str(b)
 
 
@@ -45,6 +48,8 @@ def main(argv=None) -> int:
     ap.add_argument("dst", type=Path)
     ap.add_argument("--check-only", action="store_true", help="compare, copy nothing")
     ap.add_argument("--rtol", type=float, default=0.0, help="relative tolerance of the metrics (default 0: exact)")
+    ap.add_argument("--atol", type=float, default=0.0, help="absolute tolerance of the metrics (default 0), for "
+                                                            "values near 0 such as KID")
     args = ap.parse_args(argv)
     board = read_leaderboard(args.dst / "leaderboard.csv")
     dst_rel = args.dst.resolve().relative_to(ROOT) if args.dst.resolve().is_relative_to(ROOT) else args.dst
@@ -57,7 +62,7 @@ def main(argv=None) -> int:
             continue
         got = json.loads((src / "metrics.json").read_text())
         diff = [f"{k} {row.get(k)!r} vs {got.get(k)!r}" for k in CHECKED
-                if k in board.columns and not same(got.get(k), row.get(k), args.rtol)]
+                if k in board.columns and not same(got.get(k), row.get(k), args.rtol, args.atol)]
         if diff:
             bad.append(f"{run_id}: {'; '.join(diff)}")
             continue

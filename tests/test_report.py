@@ -238,6 +238,21 @@ def test_cli_writes_the_report(tmp_path, capsys):
     write_leaderboard(tmp_path, [make_row("ddim", 10, fid=3.0)])
     assert report.main(["--results", str(tmp_path)]) == 0
     assert (tmp_path / "report.md").read_text().startswith("# nfebench report")
+    assert "results_dir on disk: " in capsys.readouterr().out  # the size is printed, not written into report.md
+
+
+def test_report_does_not_depend_on_other_files_on_disk(tmp_path):
+    """report.md is a function of the leaderboard and the runs' kept files: a fresh clone (no features, no caches,
+    no earlier report) and a worktree full of them write the same bytes (issue 27)."""
+    rows = [make_row("ddim", 10, fid=3.0), make_row("dpm", 10, fid=2.0)]
+    write_leaderboard(tmp_path, rows, samples_for=[])
+    first = report.write_report(tmp_path).read_text()
+    (tmp_path / "runs" / rows[0]["run_id"]).mkdir(parents=True)
+    (tmp_path / "runs" / rows[0]["run_id"] / "grid.png").write_bytes(b"x" * 123_456)
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "reference.npz").write_bytes(b"y" * 654_321)
+    assert report.write_report(tmp_path).read_text() == first
+    assert "on disk" not in first
 
 
 def test_cli_rejects_a_file_that_is_not_a_leaderboard(tmp_path, capsys):

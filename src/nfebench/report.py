@@ -948,10 +948,14 @@ def build_report(results_dir: Path) -> str:
     df = load_leaderboard(results_dir / "leaderboard.csv")
     figures = results_dir / "figures"
     _DIFFS.clear()  # the tests of this build (its figures, HTML and LaTeX reuse them)
-    out = overview(df)
-    from .storage import size_line
+    # report.md depends on the leaderboard and the runs' kept files only, not on the rest of the disk (features an
+    # earlier report re-scored, caches): a fresh clone regenerates the committed report byte for byte. Its size line
+    # counts the kept files; main() prints results_dir's whole size on disk
+    from .storage import kept_size_line
 
-    out += [size_line(results_dir), ""]  # how much disk the run directories take
+    out = overview(df)
+    if not df.empty:
+        out += [kept_size_line(results_dir, df["run_id"]), ""]
     if df.empty:
         return "\n".join(out + ["The leaderboard has no runs yet.", ""])
     published = load_published()
@@ -993,8 +997,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:  # e.g. DIR not writable
         print(f"nfebench.report: error: cannot write the report: {e}", file=sys.stderr)
         return 2
+    from .storage import size_line
+
     extra = ", report.tex" if args.latex else ""
     print(f"wrote {path}, {path.parent / 'report.html'}{extra} and {path.parent / 'figures'}/")
+    print(size_line(Path(args.results)))  # how much disk the run directories take (local: not part of report.md)
     return 0
 
 

@@ -71,6 +71,24 @@ def human(n: int) -> str:
     return f"{n} B"
 
 
+KEPT_FILES = ("samples.npz", "config.yaml", "metrics.json", "per_sample.npz")  # of a run: what git keeps (.gitignore)
+
+
+def kept_size_line(results_dir: Path, run_ids) -> str:
+    """The report's size line: the leaderboard's runs and the bytes of the files git keeps of them, the same in every
+    clone (features, grids and caches are regenerable and vary with what ran on a machine: size_line counts them)."""
+    runs = Path(results_dir) / "runs"
+    sizes = {name: 0 for name in KEPT_FILES}
+    for run_id in sorted(set(map(str, run_ids))):
+        for name in KEPT_FILES:
+            f = runs / run_id / name
+            sizes[name] += f.stat().st_size if f.is_file() else 0
+    parts = ", ".join(f"{name.split('.')[0]} {human(n)}" for name, n in sizes.items() if n)
+    return (f"results_dir: {len(set(map(str, run_ids)))} runs; their kept files take {human(sum(sizes.values()))}"
+            f"{f' ({parts})' if parts else ''}. Features, grids and caches are regenerable and not counted here: "
+            f"`python -m nfebench.report` prints the whole directory's size.")
+
+
 def size_line(results_dir: Path) -> str:
     """One report line: the size of results_dir on disk, of its run directories, and the largest run."""
     runs = [d for d in (Path(results_dir) / "runs").iterdir() if d.is_dir()] if (Path(results_dir) / "runs").is_dir() \
