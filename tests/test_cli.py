@@ -75,20 +75,26 @@ def test_end_to_end_run_from_another_directory(tmp_path, tiny_unet_dir):
     assert len(pd.read_csv(res / "leaderboard.csv")) == 1
 
 
+# bad values that validate() rejects the same way: checked in process by default, through the CLI in make test-slow
+VALIDATED = [
+    (["nfe=0"], "nfe=0 is below the minimum"),
+    (["num_samples=0"], "num_samples must be a positive integer, got 0"),
+    (["batch_size=-3"], "batch_size must be a positive integer, got -3"),
+    (["sampler=ddim", "sampler.eta=-1"], "eta must be >= 0, got -1"),
+]
+
+
 @pytest.mark.parametrize("args, needle", [
     (["sampler.name=nope"], "unknown sampler 'nope'"),
     (["sampler=nope"], "unknown sampler 'nope'; allowed: analytic_ddim, analytic_ddpm, consistency, ddim"),
     (["model=nope"], "unknown model 'nope'; allowed: "),
     (["dataset=imagenet"], "unknown dataset 'imagenet'; allowed: "),
     (["-m", "sampler=ddim,dmp"], "unknown sampler 'dmp'"),
-    (["nfe=0"], "nfe=0 is below the minimum"),
     (["nfe=abc"], "nfe must be a positive integer, got 'abc'"),
-    (["num_samples=0"], "num_samples must be a positive integer, got 0"),
-    (["batch_size=-3"], "batch_size must be a positive integer, got -3"),
-    (["sampler=ddim", "sampler.eta=-1"], "eta must be >= 0, got -1"),
     (["+sampler.ordr=2"], "unknown option 'ordr' for sampler 'dpm'"),
     (["model.path=/no/such/dir"], "/no/such/dir"),
     (["device=cuda"], "device='cuda' but this machine has no CUDA GPU"),
+    *[pytest.param(a, n, marks=pytest.mark.slow) for a, n in VALIDATED],
 ])
 def test_bad_input_is_one_line_exit_2_no_traceback_no_row(tmp_path, tiny_unet_dir, args, needle):
     r = run_cli(f"model.path={tiny_unet_dir}", f"results_dir={tmp_path}", "num_samples=4", *args, cwd=tmp_path)
@@ -97,6 +103,20 @@ def test_bad_input_is_one_line_exit_2_no_traceback_no_row(tmp_path, tiny_unet_di
     assert len(err) == 1 and err[0].startswith("nfebench: error: ") and needle in err[0], r.stderr[-1500:]
     assert r.stderr.strip().splitlines()[-1] == err[0]
     assert "Traceback" not in r.stderr + r.stdout
+    assert not (Path(tmp_path) / "leaderboard.csv").exists()
+
+
+@pytest.mark.parametrize("args, needle", VALIDATED)
+def test_validated_bad_values_are_user_errors_before_any_row(tmp_path, tiny_unet_dir, args, needle):
+    """In process: the error the CLI prints as its one line (nfebench.__main__.user_errors), no row written."""
+    from nfebench.run import run
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"model.path={tiny_unet_dir}", f"results_dir={tmp_path}",
+                                                       "num_samples=4", *args])
+    with pytest.raises(entry.user_errors()) as e:
+        run(cfg, progress=False)
+    assert needle in str(e.value) and "\n" not in str(e.value)
     assert not (Path(tmp_path) / "leaderboard.csv").exists()
 
 

@@ -212,12 +212,11 @@ def test_python_factory_with_class_labels_and_guidance():
 
 def test_cli_runs_a_flow_match_unet_directory(tmp_path):
     """A random-weight UNet2DModel with a FlowMatchEulerDiscreteScheduler config (shift 3) runs through the CLI with
-    ddim, dpmpp, unipc and heun; the rows record flow_prediction and the flow schedule with its shift. Bad flow
-    input is one line, exit 2, no row."""
+    ddim, dpmpp, unipc and heun; the rows record flow_prediction and the flow schedule with its shift."""
     import pandas as pd
     from diffusers import FlowMatchEulerDiscreteScheduler
 
-    from tests.test_cli import error_lines, run_cli
+    from tests.test_cli import run_cli
 
     d = _save_flow_unet(tmp_path / "flow-unet", FlowMatchEulerDiscreteScheduler(shift=3.0))
     res = tmp_path / "res"
@@ -228,12 +227,37 @@ def test_cli_runs_a_flow_match_unet_directory(tmp_path):
     assert sorted(rows["sampler"]) == ["ddim", "dpmpp", "heun", "unipc"]
     assert set(rows["prediction_type"]) == {"flow_prediction"}
     assert set(rows["schedule"]) == {"flow(shift=3,time_scale=1000)"}
-    for args, needle in [(["model=gmm_digits", "model.schedule={kind:flow,shift:0}"], "flow shift must be"),
-                         (["model=gmm_digits", "model.schedule={kind:flow,time_scale:-1}"], "flow time_scale must be"),
-                         (["model=gmm_digits", "model.schedule={kind:flow,convention:sit}"], "unknown flow convention"),
-                         (["model=gmm_digits", "model.prediction_type=flow_prediction"], "needs a flow schedule"),
-                         (["model=gmm_digits", "model.schedule={kind:flow,use_dynamic_shifting:true}"],
-                          "needs image_seq_len")]:
+
+
+BAD_FLOW = [(["model.schedule={kind:flow,shift:0}"], "flow shift must be"),
+            (["model.schedule={kind:flow,time_scale:-1}"], "flow time_scale must be"),
+            (["model.schedule={kind:flow,convention:sit}"], "unknown flow convention"),
+            (["model.prediction_type=flow_prediction"], "needs a flow schedule"),
+            (["model.schedule={kind:flow,use_dynamic_shifting:true}"], "needs image_seq_len")]
+
+
+@pytest.mark.parametrize("args, needle", BAD_FLOW, ids=[n for _, n in BAD_FLOW])
+def test_bad_flow_input_is_a_user_error_before_any_row(tmp_path, args, needle):
+    """In process: each bad flow input raises one of the errors the CLI prints as one line with exit 2
+    (nfebench.__main__.user_errors), naming the bad value, and writes no row (the CLI check is in make test-slow)."""
+    from hydra import compose, initialize_config_dir
+
+    import nfebench.__main__ as entry
+    from nfebench.run import run
+
+    with initialize_config_dir(config_dir=str(entry.CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["model=gmm_digits", *args, "nfe=5", "num_samples=4", "metrics=none",
+                                           f"results_dir={tmp_path}"])
+    with pytest.raises(entry.user_errors()) as e:
+        run(cfg, progress=False)
+    assert needle in str(e.value) and "\n" not in str(e.value) and not (tmp_path / "leaderboard.csv").exists()
+
+
+@pytest.mark.slow
+def test_bad_flow_input_through_the_cli_is_one_line_exit_2_no_row(tmp_path):
+    from tests.test_cli import error_lines, run_cli
+
+    for args, needle in [(["model=gmm_digits", *a], n) for a, n in BAD_FLOW]:
         bad = tmp_path / "bad"
         r = run_cli(*args, "nfe=5", "num_samples=4", "metrics=none", f"results_dir={bad}", cwd=tmp_path)
         lines = error_lines(r)
