@@ -40,7 +40,8 @@ def user_errors() -> tuple:
     from .metrics.nll import NLLError
     from .analytic_dpm import MomentsError
     from .models import ModelError
-    from .run import ConfigError, RunFailed
+    from .point import ConfigError
+    from .run import RunFailed
     from .samplers import SamplerError
     from .data import DataError
     from .distributed import DistributedError

@@ -64,7 +64,7 @@ def pending(cfgs: list, board_for=None) -> list[bool]:
     cannot be validated here, in which case the job reports the error). Used to submit only the missing points."""
     from omegaconf import OmegaConf, open_dict
 
-    from .run import _done_ids, run_key, validate
+    from .point import _done_ids, run_key, validate
 
     out = []
     for cfg in cfgs:
@@ -130,7 +130,7 @@ def check_slurm_device(device: str) -> None:
     gpus = slurm_gpus()
     if gpus is None or not isinstance(device, str) or not device.startswith("cuda"):
         return
-    from .run import ConfigError
+    from .point import ConfigError
 
     if not gpus:
         raise ConfigError(f"device={device!r} but SLURM job {os.environ['SLURM_JOB_ID']} was allocated no GPU; "

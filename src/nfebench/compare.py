@@ -75,7 +75,7 @@ class Run:
         from omegaconf import OmegaConf
 
         from .paths import ROOT
-        from .run import validate
+        from .point import validate
 
         if not OmegaConf.has_resolver("nfebench_root"):
             OmegaConf.register_new_resolver("nfebench_root", lambda: str(ROOT))
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rescore", action="store_true", help="recompute features.npz of the given runs and exit")
     args = ap.parse_args(argv)
     from .metrics.fidelity import MetricsError
-    from .run import ConfigError
+    from .point import ConfigError
     from .stats import StatsError
 
     try:

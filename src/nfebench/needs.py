@@ -170,7 +170,7 @@ def analytic_moments(model, p, progress=True) -> Resolution:
     """Analytic-DPM's Gamma_n for this model: estimated once on the dataset's train split and cached beside the
     checkpoint (or in ~/.cache/nfebench)."""
     from .analytic_dpm import cached_moments
-    from .run import ConfigError
+    from .point import ConfigError
 
     if not model.schedule.discrete:
         raise ConfigError(f"Analytic-DPM needs a discrete schedule (moments at integer timesteps); model "
@@ -227,7 +227,7 @@ def consistency_preconditioning(model, p, progress=True) -> Resolution:
     wrapper of the model, so every sampler sees the preconditioned x_0."""
     from .models.base import ModelError
     from .models.consistency import precondition
-    from .run import ConfigError
+    from .point import ConfigError
 
     spec = (getattr(p, "model", None) or {}).get("consistency") or getattr(model, "consistency", None)
     try:
@@ -262,7 +262,7 @@ def truncated_start(model, p, progress=True) -> Resolution:
 
     from .models.base import ModelError
     from .models.python_factory import import_factory
-    from .run import ConfigError, sample_seeds
+    from .point import ConfigError, sample_seeds
     from .schedules import ScheduleError, Truncated
 
     t_start, spec = p.cfg.get("t_start"), p.model.get("prior")

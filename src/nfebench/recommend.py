@@ -53,7 +53,7 @@ def _sampler_defaults(name: str) -> dict:
 
 
 def _settings(c: dict) -> tuple[list[str], bool, dict, int, str]:
-    from .run import ConfigError
+    from .point import ConfigError
     from .stats import MIN_BOOT
     from .tuning import TUNE_DEFAULTS
 
@@ -85,7 +85,7 @@ def candidates(c: dict, samplers: list[str], tune: bool, method: str = "ld3") ->
     spacing=gits)."""
     from .tuning import SPACING_OF_METHOD
 
-    from .run import validate
+    from .point import validate
     from .samplers import SamplerError
     from .tuning import check_tunable
 
@@ -107,7 +107,8 @@ def candidates(c: dict, samplers: list[str], tune: bool, method: str = "ld3") ->
 
 def run_candidate(cand: dict, tuning: dict, progress: bool) -> tuple[str, float | None]:
     """Run one candidate (tuning its grid first when asked and not cached); its run id and tuning seconds."""
-    from .run import _done_ids, run, run_key, validate
+    from .point import _done_ids, run_key, validate
+    from .run import run
     from .tuning import tune_point
 
     tuning_seconds = None
@@ -231,7 +232,7 @@ def recommend(cfg: DictConfig | dict, progress: bool = True, command: str = "pyt
     "csv": path}."""
     from .leaderboard import atomic_write_text
     from .report import load_leaderboard
-    from .run import ConfigError, check_writable
+    from .point import ConfigError, check_writable
 
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg))
     samplers, tune, tuning, n_boot, rank_by = _settings(c)

@@ -26,7 +26,7 @@ _SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
 def parse_shard(spec) -> tuple[int, int] | None:
     """`shard=i/N` -> (i, N) with 0 <= i < N; None (or null) -> None."""
-    from .run import ConfigError
+    from .point import ConfigError
 
     if spec is None:
         return None
@@ -98,7 +98,8 @@ def run_shard(p, spec: tuple[int, int], model, sampling, session, run_id: str, r
     from omegaconf import OmegaConf
 
     from .leaderboard import atomic_write_text
-    from .run import ConfigError, _done_ids, _generator, _run_locked, sample_seeds
+    from .point import ConfigError, _done_ids, sample_seeds
+    from .run import _generator, _run_locked
 
     i, n_shards = spec
     if p.force:

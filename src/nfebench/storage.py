@@ -43,6 +43,17 @@ def options(cfg: dict) -> dict:
     return s
 
 
+def save_npz(path: Path, compress: bool = True, **arrays) -> None:
+    """arrays as an .npz file (zlib-compressed unless compress=False), written atomically."""
+    import io
+
+    from .leaderboard import atomic_write_bytes
+
+    buf = io.BytesIO()
+    (np.savez_compressed if compress else np.savez)(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def feature_arrays(cfg: dict, feats: dict) -> dict:
     """The feature tensors as the numpy arrays features.npz stores: in storage.features' dtype, the IS logits
     (`isc`) only with storage.logits=true."""

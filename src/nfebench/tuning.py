@@ -372,7 +372,7 @@ def tune_point(cfg, progress: bool = True) -> dict:
     from .leaderboard import atomic_write_text
     from .models import load_model
     from .needs import model_digest
-    from .run import ConfigError, check_writable, sample_seeds, validate
+    from .point import ConfigError, check_writable, sample_seeds, validate
     from .samplers import PerSampleNoise
 
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)

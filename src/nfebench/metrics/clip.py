@@ -171,7 +171,7 @@ def clip_metrics(samples: torch.Tensor, prompts, m: dict, device, path: Path | N
         ref = reference_embeddings(m["cmmd_reference"], model, processor, bs)
         row["cmmd"], arrays["reference_embeddings"] = cmmd(img, ref), ref.float().numpy()
     if path is not None:
-        from ..run import _save_npz
+        from ..storage import save_npz as _save_npz
 
         _save_npz(path, compress=False, **arrays)
     return row

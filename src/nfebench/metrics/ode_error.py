@@ -197,7 +197,7 @@ def cached_reference(model, p, ref: dict, progress: bool = True) -> dict:
     """The reference of every seed of p, from the cache where it covers them (computing only what is missing).
     Returns the arrays for p's seeds plus {"path", "cached", "seconds", "evaluations"}."""
     from ..leaderboard import atomic_write_bytes
-    from ..run import sample_seeds
+    from ..point import sample_seeds
 
     seeds = sample_seeds(p.seed, p.num_samples)
     path = cache_path(model, p, ref)
@@ -251,7 +251,7 @@ def resolve(model, p, progress: bool = True):
     """The `ode_reference` need (nfebench.needs): decide whether the sampler has an ODE solution, where it ends,
     and give the reference (cached) as a per-sample hook."""
     from ..needs import Resolution
-    from ..run import ConfigError, sampler_call_options
+    from ..point import ConfigError, sampler_call_options
 
     ref = reference_setting(p.metrics)
     label = describe_reference(ref)

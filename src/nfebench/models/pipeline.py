@@ -214,7 +214,7 @@ def load_pipeline(path: str | None = None, device="cpu", name: str | None = None
 def check_interval(interval, schedule):
     """guidance_interval=[lo, hi] in EDM sigma (sigma / alpha): a one-line error unless 0 <= lo < hi and the
     interval meets the schedule's sigma range."""
-    from ..run import ConfigError
+    from ..point import ConfigError
 
     if interval is None:
         return None
@@ -235,7 +235,7 @@ def evaluation_times(p, schedule, level: float = 0.0) -> list[float]:
     eps = level (0: a zero model; an adaptive sampler's grid changes with the level)."""
     from ..samplers import get_sampler
     from ..samplers.common import CountedEps, Noise
-    from ..run import sampler_call_options
+    from ..point import sampler_call_options
 
     taus = []
 
@@ -291,7 +291,7 @@ def _replay(p, schedule, level):
 def text_embeddings(model, p, progress=True) -> Resolution:
     """Each sample's prompt and the guidance settings, checked before sampling (module docstring)."""
     from ..prompts import assign, load_prompts
-    from ..run import ConfigError, sample_seeds
+    from ..point import ConfigError, sample_seeds
 
     w, interval = p.guidance_scale, p.cfg.get("guidance_interval")
     negative_text = p.cfg.get("negative_prompt")
