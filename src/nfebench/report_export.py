@@ -182,7 +182,7 @@ td[data-v]{text-align:right;font-variant-numeric:tabular-nums}
 .filters{margin:.5em 0;display:flex;gap:1.2em;flex-wrap:wrap;align-items:center}
 figure{margin:1em 0}figure img{max-width:100%}
 .cards{display:flex;flex-wrap:wrap;gap:10px}
-.card{width:110px;font-size:11px;text-align:center}
+.card{width:110px;font-size:11px;text-align:center;overflow-wrap:anywhere}
 .card img{width:104px;height:auto;image-rendering:pixelated;border:1px solid #ccc}
 nav a{margin-right:1.2em}
 """
