@@ -27,7 +27,7 @@ from .models.parametrization import check_guidance
 from .paths import portable
 from .samplers import get_sampler
 from .samplers.common import COMMON_OPTIONS
-from .schedules import DEFAULT_SPACING, SPACINGS, default_spacing
+from .schedules import SPACINGS, default_spacing
 
 
 class ConfigError(ValueError):
@@ -101,7 +101,7 @@ def validate(cfg: DictConfig | dict) -> Point:
     spec = get_sampler(name)
     kind = schedule_kind(dict(c["model"]))  # spacing=default means the sampler's default grid on this schedule kind
     opts = spec.check_options(spec.resolve_spacing(sampler_cfg, kind))
-    default_grid = "spacing" in spec.options and sampler_cfg.get("spacing", DEFAULT_SPACING) == DEFAULT_SPACING
+    default_grid = spec.default_spacing_asked(sampler_cfg)
     # the options every sampler takes (top-level keys sigmas, ays_model, noise_sampler): recorded with the sampler's
     # own where they differ from their defaults; spacing=ays takes its list from the model's config by default
     common = {k: c.get(k, default) for k, default in COMMON_OPTIONS.items()}

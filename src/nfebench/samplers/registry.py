@@ -38,12 +38,18 @@ class SamplerSpec:
             raise SamplerError(f"unknown option {unknown[0]!r} for sampler {self.name!r}; allowed: {allowed}")
         return {**self.options, **options}
 
+    def default_spacing_asked(self, options: dict) -> bool:
+        """options leave this sampler's spacing to the schedule: `spacing` omitted or `default`."""
+        from ..schedules import DEFAULT_SPACING
+
+        return "spacing" in self.options and options.get("spacing", DEFAULT_SPACING) == DEFAULT_SPACING
+
     def resolve_spacing(self, options: dict, schedule) -> dict:
         """options with `spacing` omitted or `default` replaced by this sampler's default grid on `schedule` (a
         Schedule or a kind name; nfebench.schedules.default_spacing); an explicit spacing keeps its literal meaning."""
-        from ..schedules import DEFAULT_SPACING, default_spacing
+        from ..schedules import default_spacing
 
-        if "spacing" not in self.options or options.get("spacing", DEFAULT_SPACING) != DEFAULT_SPACING:
+        if not self.default_spacing_asked(options):
             return options
         return {**options, "spacing": default_spacing(self.options["spacing"], schedule)}
 
